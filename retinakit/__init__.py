@@ -1,0 +1,32 @@
+"""retinakit: model the retina from multielectrode-array recordings.
+
+Data -> models -> fitting -> evaluation -> probes -> CLI. Importing the package is cheap;
+torch and matplotlib are imported only by the functions that need them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, ConfigError, DataError, FormatError, ModelError, OutputError, RetinakitError
+from .recording import Recording, Split
+
+
+def load_recording(path, cells=None, rate_keys=None):  # noqa: ANN001, ANN201 - re-exported, typed in io
+    """Load a recording file (see :func:`retinakit.io.load_recording`)."""
+    from .io import load_recording as _load
+
+    return _load(path, cells=cells, rate_keys=rate_keys)
+
+
+def save_recording(rec, path):  # noqa: ANN001, ANN201
+    """Save a recording in retinakit's HDF5 layout (see :func:`retinakit.io.save_recording`)."""
+    from .io import save_recording as _save
+
+    return _save(rec, path)
+
+
+__all__ = [
+    "__version__", "Recording", "Split", "load_recording", "save_recording",
+    "RetinakitError", "DataError", "FormatError", "ConfigError", "ModelError", "CheckpointError", "OutputError",
+]

@@ -1,0 +1,33 @@
+"""Readers and writers, one module per file format, behind :func:`load_recording`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import DataError, FormatError
+from ..recording import Recording
+
+FORMATS = {
+    "h5": "Baccus-lab / retinakit HDF5 layout (.h5, .hdf5): train/, test/, response/binned, test/repeats/cellNN",
+}
+
+
+def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None, rate_keys: list[str] | None = None) -> Recording:
+    """Load a recording file, choosing the reader from its content; list the formats when unknown."""
+    from . import baccus_h5
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file '{p}' does not exist", fix="check the path (run `retinakit simulate` to make a sample recording)")
+    if p.is_file() and baccus_h5.is_hdf5(p):
+        return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)
+    known = "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+    raise FormatError(f"cannot tell the format of '{p}'", fix=f"supported formats are {known}; convert other exports with `retinakit data import MAPPING.toml`")
+
+
+def save_recording(rec: Recording, path: str | os.PathLike[str]) -> Path:
+    """Write a recording in retinakit's HDF5 layout (atomically)."""
+    from . import baccus_h5
+
+    return baccus_h5.save(rec, path)
