@@ -1,0 +1,41 @@
+"""Model families: the CNN (and its batch-norm variant) and the LN baseline, one module each.
+
+Every model maps z-scored stimulus windows ``(B, history, H, W)`` (oldest frame first; 1x1 for
+full-field) to the expected spike count per bin ``(B, n_cells)``, and has ``spec()`` /
+``from_spec()`` so a checkpoint is tensors plus JSON, never a pickle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+
+MODEL_KINDS = ("cnn", "bn-cnn", "ln")
+
+
+def build_model(kind: str, history: int, frame_shape: tuple[int, ...], n_cells: int, **options: Any) -> Any:
+    """Build a fresh model of ``kind`` (one of :data:`MODEL_KINDS`) for this geometry."""
+    if kind in ("cnn", "bn-cnn"):
+        from .cnn import CNN
+
+        return CNN(history, frame_shape, n_cells, batchnorm=(kind == "bn-cnn"), **options)
+    if kind == "ln":
+        from .ln import LN
+
+        return LN(history, frame_shape, n_cells, **options)
+    raise ConfigError(f"unknown model '{kind}'", fix=f"use one of {', '.join(MODEL_KINDS)}")
+
+
+def model_from_spec(spec: dict[str, Any]) -> Any:
+    """Rebuild a model (untrained weights) from its ``spec()`` dictionary."""
+    family = spec.get("family")
+    if family == "cnn":
+        from .cnn import CNN
+
+        return CNN.from_spec(spec)
+    if family == "ln":
+        from .ln import LN
+
+        return LN.from_spec(spec)
+    raise ConfigError(f"unknown model family '{family}' in a checkpoint", fix="the checkpoint was written by another tool or a newer retinakit")

@@ -1,0 +1,164 @@
+"""The three-layer CNN of McIntosh et al. (NIPS 2016), and its batch-norm variant.
+
+Input: the last ``history`` frames (z-scored) as channels, ``(B, history, H, W)``, oldest first
+(see :mod:`retinakit.alignment`). conv ``filters[0]``@``k1`` -> ReLU -> conv ``filters[1]``@``k2``
+-> ReLU -> dense to one unit per cell -> softplus. Valid padding (50 -> 36 -> 26 for the
+reference 15/11 kernels). Output: expected spike count per bin, ``(B, n_cells)``.
+
+While training, Gaussian noise of s.d. ``noise_std`` is added to each hidden layer before the
+ReLU. The batch-norm variant (Tanaka et al. 2019) adds BatchNorm after each convolution and on
+the output before the softplus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+REFERENCE_SIZE = 50
+REFERENCE_KERNELS = (15, 11)
+
+
+def adapt_kernels(frame_shape: tuple[int, ...], kernels: tuple[int, int] | None = None) -> tuple[tuple[tuple[int, int], tuple[int, int]], str]:
+    """Kernel sizes for a frame geometry, and a sentence explaining the choice.
+
+    Frames of at least 50 pixels per side keep the reference kernels (15, 11) unless ``kernels``
+    is given. Smaller frames shrink both kernels in proportion to the side (at least 1), so the
+    second layer still has an output map; a full-field stimulus (``()``, treated as 1x1) gives
+    1x1 kernels, i.e. a temporal-only network.
+    """
+    if len(frame_shape) == 0:
+        return ((1, 1), (1, 1)), "full-field stimulus: 1x1 kernels, a temporal-only network"
+    if len(frame_shape) != 2:
+        raise ModelError(f"frames must be 2-D (H, W) or full-field, got shape {frame_shape}")
+    H, W = (int(s) for s in frame_shape)
+    if kernels is not None:
+        k1, k2 = (int(k) for k in kernels)
+        ks = ((min(k1, H), min(k1, W)), (min(k2, H - min(k1, H) + 1), min(k2, W - min(k1, W) + 1)))
+        if ks != ((k1, k1), (k2, k2)):
+            return ks, f"kernels {k1}/{k2} requested, clipped to {ks[0]}/{ks[1]} to fit {H}x{W} frames"
+        return ks, f"kernels {k1}/{k2} as requested on {H}x{W} frames"
+
+    def side(s: int) -> tuple[int, int]:
+        if s >= REFERENCE_SIZE:
+            return REFERENCE_KERNELS
+        a = max(1, min(s, round(REFERENCE_KERNELS[0] * s / REFERENCE_SIZE)))
+        b = max(1, min(s - a + 1, round(REFERENCE_KERNELS[1] * s / REFERENCE_SIZE)))
+        return a, b
+
+    (a1, b1), (a2, b2) = side(H), side(W)
+    ks = ((a1, a2), (b1, b2))
+    if H >= REFERENCE_SIZE and W >= REFERENCE_SIZE:
+        why = f"{H}x{W} frames: reference kernels 15x15 and 11x11"
+    else:
+        why = f"{H}x{W} frames are smaller than the reference 50x50: kernels scaled to {a1}x{a2} and {b1}x{b2}"
+    return ks, why
+
+
+class CNN(nn.Module):
+    """McIntosh et al. 2016 CNN; ``batchnorm=True`` gives the BN variant. See module docstring."""
+
+    def __init__(
+        self,
+        history: int,
+        frame_shape: tuple[int, ...],
+        n_cells: int,
+        filters: tuple[int, int] = (8, 8),
+        kernels: tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | None = None,
+        batchnorm: bool = False,
+        noise_std: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if history < 1 or n_cells < 1 or min(filters) < 1:
+            raise ModelError(f"history, n_cells and filters must be >= 1, got {history}, {n_cells}, {filters}")
+        if kernels is not None and all(isinstance(k, (tuple, list)) for k in kernels):
+            k1, k2 = (int(kernels[0][0]), int(kernels[0][1])), (int(kernels[1][0]), int(kernels[1][1]))
+            self.geometry_note = f"kernels {k1} and {k2} given explicitly"
+        else:
+            (k1, k2), self.geometry_note = adapt_kernels(tuple(frame_shape), kernels)  # type: ignore[arg-type]
+        H, W = (1, 1) if len(frame_shape) == 0 else (int(frame_shape[0]), int(frame_shape[1]))
+        h1, w1 = H - k1[0] + 1, W - k1[1] + 1
+        h2, w2 = h1 - k2[0] + 1, w1 - k2[1] + 1
+        if min(h1, w1, h2, w2) < 1:
+            raise ModelError(f"kernels {k1} and {k2} do not fit {H}x{W} frames", fix="use smaller --kernels")
+        self.history, self.frame_shape, self.n_cells = int(history), tuple(int(s) for s in frame_shape), int(n_cells)
+        self.filters, self.kernel_sizes = (int(filters[0]), int(filters[1])), (k1, k2)
+        self.batchnorm, self.noise_std = bool(batchnorm), float(noise_std)
+        self.input_hw = (H, W)
+        self.conv1 = nn.Conv2d(history, self.filters[0], k1)
+        self.conv2 = nn.Conv2d(self.filters[0], self.filters[1], k2)
+        self.dense = nn.Linear(self.filters[1] * h2 * w2, n_cells)
+        self.bn1 = nn.BatchNorm2d(self.filters[0]) if batchnorm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(self.filters[1]) if batchnorm else nn.Identity()
+        self.bn_out = nn.BatchNorm1d(n_cells) if batchnorm else nn.Identity()
+
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments as JSON-able values (enough to rebuild the model)."""
+        return {
+            "family": "cnn",
+            "history": self.history,
+            "frame_shape": list(self.frame_shape),
+            "n_cells": self.n_cells,
+            "filters": list(self.filters),
+            "kernels": [list(self.kernel_sizes[0]), list(self.kernel_sizes[1])],
+            "batchnorm": self.batchnorm,
+            "noise_std": self.noise_std,
+            "geometry_note": self.geometry_note,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "CNN":
+        """Rebuild from :meth:`spec` (the recorded kernel sizes are used verbatim)."""
+        m = cls(
+            history=int(spec["history"]),
+            frame_shape=tuple(spec["frame_shape"]),
+            n_cells=int(spec["n_cells"]),
+            filters=tuple(spec["filters"]),
+            kernels=(tuple(spec["kernels"][0]), tuple(spec["kernels"][1])),
+            batchnorm=bool(spec["batchnorm"]),
+            noise_std=float(spec["noise_std"]),
+        )
+        m.geometry_note = str(spec.get("geometry_note", m.geometry_note))
+        return m
+
+    def _noise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.noise_std > 0:
+            return x + self.noise_std * torch.randn_like(x)
+        return x
+
+    def hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations of both hidden layers (after ReLU) for windows ``x`` ``(B, history, H, W)``."""
+        x = x.reshape(x.shape[0], self.history, *self.input_hw)
+        a1 = torch.relu(self._noise(self.bn1(self.conv1(x))))
+        a2 = torch.relu(self._noise(self.bn2(self.conv2(a1))))
+        return a1, a2
+
+    def readout(self, a2: torch.Tensor) -> torch.Tensor:
+        """Dense layer + (BN) + softplus on the second hidden layer."""
+        return nn.functional.softplus(self.bn_out(self.dense(a2.flatten(1))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected spike count per bin, ``(B, n_cells)``, for stimulus windows ``(B, history, H, W)``."""
+        return self.readout(self.hidden(x)[1])
+
+    def forward_chunks(self, zc: torch.Tensor) -> torch.Tensor:
+        """Predictions for contiguous stretches of movie: ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``.
+
+        Row ``l`` of chunk ``k`` predicts the bin right after frames ``l .. l + history - 1`` of
+        that chunk (see :mod:`retinakit.alignment`). Same function as :meth:`forward` on every window.
+        """
+        from .fitted import stimulus_windows
+
+        K, total = zc.shape[0], zc.shape[1]
+        L = total - self.history
+        zc = zc.reshape(K, total, *self.input_hw)
+        windows = torch.cat([stimulus_windows(zc[k], self.history) for k in range(K)]) if K else zc.new_zeros((0, self.history, *self.input_hw))
+        return self.forward(windows.contiguous()).reshape(K, L, self.n_cells)
+
+    def weight_l2(self) -> torch.Tensor:
+        """Sum of squared weights (conv and dense kernels, not biases or BN)."""
+        return sum((p.pow(2).sum() for n, p in self.named_parameters() if n.endswith("weight") and not n.startswith("bn")), torch.zeros(()))
