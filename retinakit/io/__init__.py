@@ -22,6 +22,10 @@ def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None,
         raise DataError(f"file '{p}' does not exist", fix="check the path (run `retinakit simulate` to make a sample recording)")
     if p.is_file() and baccus_h5.is_hdf5(p):
         return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)
+    if p.is_dir():
+        raise FormatError(f"'{p}' is a folder, not a recording file", fix="give the .h5 file inside it, or import a spike-sorting folder with `retinakit data import MAPPING.toml`")
+    if p.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+        return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)  # gives the precise 'not HDF5' error
     known = "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
     raise FormatError(f"cannot tell the format of '{p}'", fix=f"supported formats are {known}; convert other exports with `retinakit data import MAPPING.toml`")
 
