@@ -41,6 +41,15 @@ def compact_stimulus(stimulus: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def _numeric(name: str, arr: object, where: str, dtype: type) -> np.ndarray:
+    """Convert to ``dtype`` after checking the values are numbers (not strings or objects)."""
+    a = np.asarray(arr)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"{name} must be numeric, got dtype {a.dtype}", where, "store numbers, not text or objects")
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
+
+
 def _check_finite(name: str, arr: np.ndarray, where: str) -> None:
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -88,7 +97,7 @@ class Split:
     def validate(self, name: str, where: str) -> None:
         """Check shapes, finiteness and time order; raise :class:`DataError` naming the field."""
         w = f"{where} ({name})"
-        self.time = np.asarray(self.time, dtype=np.float64)
+        self.time = _numeric(f"'{name}/time'", self.time, w, np.float64)
         if self.time.ndim != 1 or self.time.size == 0:
             raise DataError(f"'{name}/time' must be a non-empty 1-D array, got shape {self.time.shape}", w, "store one onset time per frame")
         _check_finite(f"'{name}/time'", self.time, w)
@@ -105,7 +114,9 @@ class Split:
             raise DataError(f"'{name}/stimulus' must be numeric, got dtype {self.stimulus.dtype}", w, "store the stimulus as numbers")
         _check_finite(f"'{name}/stimulus'", self.stimulus, w)
         self.stimulus = compact_stimulus(self.stimulus)
-        self.counts = np.asarray(self.counts, dtype=np.float32)
+        if np.issubdtype(self.stimulus.dtype, np.floating) and not np.all(np.isfinite(self.stimulus)):
+            raise DataError(f"'{name}/stimulus' has values beyond the float32 range", w, "rescale the stimulus (e.g. to contrast units)")
+        self.counts = _numeric(f"'{name}' spike counts", self.counts, w, np.float32)
         if self.counts.ndim != 2 or self.counts.shape[0] != T:
             raise DataError(f"'{name}' spike counts must be (T={T}, n_cells), got shape {self.counts.shape}", w, "bin the responses on the stimulus frames")
         if self.counts.shape[1] < 1:
@@ -115,13 +126,13 @@ class Split:
             raise DataError(f"'{name}' spike counts has negative values", w, "counts must be >= 0")
         n = self.counts.shape[1]
         for key, rate in list(self.rates.items()):
-            rate = np.asarray(rate, dtype=np.float32)
+            rate = _numeric(f"'{name}/response/{key}'", rate, w, np.float32)
             if rate.shape != (T, n):
                 raise DataError(f"'{name}/response/{key}' must be (T={T}, n_cells={n}), got {rate.shape}", w, "rates and counts must cover the same bins and cells")
             _check_finite(f"'{name}/response/{key}'", rate, w)
             self.rates[key] = rate
         if self.repeats is not None:
-            self.repeats = np.asarray(self.repeats, dtype=np.float32)
+            self.repeats = _numeric(f"'{name}/repeats'", self.repeats, w, np.float32)
             if self.repeats.ndim != 3 or self.repeats.shape[1:] != (T, n):
                 raise DataError(f"'{name}/repeats' must be (n_repeats, T={T}, n_cells={n}), got {self.repeats.shape}", w, "every cell needs the same number of repeats over the test bins")
             if self.repeats.shape[0] < 1:
@@ -130,7 +141,7 @@ class Split:
             if np.any(self.repeats < 0):
                 raise DataError(f"'{name}/repeats' has negative spike counts", w, "counts must be >= 0")
         if self.true_rate is not None:
-            self.true_rate = np.asarray(self.true_rate, dtype=np.float32)
+            self.true_rate = _numeric(f"'{name}' true rate", self.true_rate, w, np.float32)
             if self.true_rate.shape != (T, n):
                 raise DataError(f"'{name}' true rate must be (T={T}, n_cells={n}), got {self.true_rate.shape}", w)
             _check_finite(f"'{name}' true rate", self.true_rate, w)

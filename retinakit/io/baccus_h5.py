@@ -178,10 +178,15 @@ def load(path: str | os.PathLike[str], cells: list[int] | None = None, rate_keys
                     prov = json.loads(str(attrs["provenance"]))
                 except json.JSONDecodeError:
                     prov = {}
-        except (KeyError, ValueError, TypeError) as exc:
-            raise FormatError(f"unexpected content ({type(exc).__name__}: {exc})", where, "see data/FORMATS.md for the layout") from exc
+        except DataError:
+            raise
+        except Exception as exc:  # h5py reports corrupt metadata as OSError/RuntimeError/KeyError/ValueError...
+            raise FormatError(f"the file's structure cannot be read ({type(exc).__name__}: {exc})", where, "the file is truncated, corrupt or not in the retinakit/Baccus layout (see data/FORMATS.md)") from exc
     finally:
-        f.close()
+        try:
+            f.close()
+        except Exception:  # noqa: BLE001 - closing a corrupt file may fail; the error above already says why
+            pass
     prov["source"] = where
     if hash_content:
         prov["sha256"] = file_sha256(p)
