@@ -49,6 +49,21 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         raise
 
 
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """Create a folder (and parents) or raise :class:`OutputError` naming it and the fix."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _output_error(folder, exc) from exc
+    return folder
+
+
+def output_error(path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """The :class:`OutputError` for an OS error met while writing ``path``."""
+    return _output_error(Path(path), exc)
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

@@ -6,6 +6,7 @@ Every :class:`~retinakit.errors.RetinakitError` becomes one line on stderr and e
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from . import __version__
 from .errors import RetinakitError
 
 EXIT_BAD_INPUT = 2
+_OUTPUT_ERRNOS = (errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 class _Group(click.Group):
@@ -32,6 +34,13 @@ class _Group(click.Group):
             ctx.exit(EXIT_BAD_INPUT)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as exc:
+            if _debug(ctx) or exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            from .atomic import output_error
+
+            click.echo(f"error: {output_error(exc.filename or '?', exc).one_line()}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

@@ -105,10 +105,10 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def write_sta_figures(stas: np.ndarray, rec: Recording, out_dir: Path) -> list[Path]:
     """One PNG per cell: the STA frame at the peak lag and the temporal profile at the peak pixel."""
-    from .atomic import save_figure
+    from .atomic import ensure_dir, save_figure
     from .figures import new_figure
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     history = stas.shape[1]
     dt_ms = 1000.0 * float(rec.frame_dt)  # type: ignore[arg-type]
     lags_ms = np.array([lag_of_position(j, history) for j in range(history)]) * dt_ms

@@ -184,3 +184,16 @@ def test_console_script_runs_as_a_process(tmp_path):
     out = subprocess.run([exe, "data", "inspect", str(tmp_path / "missing.h5")], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("error: file") and "Traceback" not in out.stderr
+
+
+def test_read_only_output_folder_gives_clear_error(tmp_path):
+    from readonly import readonly_folder
+
+    rec = make_recording(frame_shape=(4, 4), n_cells=2, train_bins=500, test_bins=50)
+    path = save_recording(rec, tmp_path / "whitenoise.h5")
+    with readonly_folder(tmp_path) as ro:
+        res = CliRunner().invoke(main, ["data", "inspect", str(path), "--out", str(ro / "figs")])
+        assert res.exit_code == 2, res.output
+        line = res.stderr.strip()
+        assert line.startswith("error: cannot write") and "read-only" in line and "--out" in line
+        assert list(ro.iterdir()) == []
