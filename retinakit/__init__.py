@@ -26,7 +26,19 @@ def save_recording(rec, path):  # noqa: ANN001, ANN201
     return _save(rec, path)
 
 
+_API = ("fit", "load_run", "evaluate", "compare_ln", "FitResult")
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of retinakit.api (torch loads only when used)
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'retinakit' has no attribute {name!r}")
+
+
 __all__ = [
+    "fit", "load_run", "evaluate", "compare_ln", "FitResult",
     "__version__", "Recording", "Split", "load_recording", "save_recording",
     "RetinakitError", "DataError", "FormatError", "ConfigError", "ModelError", "CheckpointError", "OutputError",
 ]

@@ -117,6 +117,442 @@ def _parse_cells(cells: str | None) -> list[int] | None:
         raise ConfigError(f"--cells must be comma-separated integers, got '{cells}'", fix="e.g. --cells 1,4,7") from None
 
 
+# ----------------------------------------------------------------------------- fit / compare-ln
+def _int_pair(value: str | None, name: str) -> list[int] | None:
+    if value is None:
+        return None
+    from .errors import ConfigError
+
+    try:
+        parts = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ConfigError(f"{name} must be two comma-separated integers, got '{value}'", fix=f"e.g. {name} 8,8") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise ConfigError(f"{name} must be two comma-separated integers, got '{value}'", fix=f"e.g. {name} 8,8")
+    return parts
+
+
+def _fit_options(f: Any) -> Any:
+    """The options shared by `fit` and `compare-ln` (all default to the FitConfig defaults)."""
+    opts = [
+        click.option("--history", type=int, default=None, help="Frames of stimulus history the model sees [40]."),
+        click.option("--cells", default=None, help="Comma-separated cell ids to model [all]."),
+        click.option("--filters", default=None, help="CNN channels of the two conv layers, e.g. 8,8 [8,8]."),
+        click.option("--kernels", default=None, help="CNN kernel sizes, e.g. 15,11 [reference, scaled to small frames]."),
+        click.option("--lr", type=float, default=None, help="Adam learning rate [2e-3 for the CNNs, 3e-2 for the LN]."),
+        click.option("--l2", type=float, default=None, help="L2 penalty on weights [1e-3]."),
+        click.option("--l1", type=float, default=None, help="L1 penalty on output activity [1e-3]."),
+        click.option("--noise-std", type=float, default=None, help="Gaussian noise s.d. on hidden layers while training [0.05]."),
+        click.option("--batch-size", type=int, default=None, help="Bins per batch [2000]."),
+        click.option("--chunk-len", type=int, default=None, help="Bins per contiguous movie chunk in a batch [250]."),
+        click.option("--max-epochs", type=int, default=None, help="Epoch limit [20]."),
+        click.option("--patience", type=int, default=None, help="Early stopping: epochs without a lower validation loss [3]."),
+        click.option("--val-fraction", type=float, default=None, help="Fraction of training bins held out as validation blocks [0.1]."),
+        click.option("--seed", type=int, default=None, help="Random seed [0]."),
+        click.option("--deterministic/--no-deterministic", default=None, help="Use deterministic algorithms [off]."),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [auto: CUDA when present]."),
+        click.option("--ln-method", type=click.Choice(["auto", "sta", "ridge", "gd"]), default=None, help="How the LN model is fit [auto: sta for white noise, ridge otherwise]."),
+        click.option("--ln-rank", type=click.IntRange(0, 1), default=None, help="LN filter rank: 1 separable, 0 full [1]."),
+        click.option("--ln-crop", type=int, default=None, help="LN crop side in pixels around the RF centre, 0 = whole frame [chosen on validation]."),
+        click.option("--min-reliability", type=float, default=None, help="Cells with a lower repeat reliability are flagged, not averaged [0.3]."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _collect_options(kw: dict[str, Any]) -> dict[str, Any]:
+    keys = ("history", "lr", "l2", "l1", "noise_std", "batch_size", "chunk_len", "max_epochs", "patience", "val_fraction", "seed",
+            "deterministic", "device", "ln_method", "ln_rank", "ln_crop", "min_reliability")
+    out = {k: kw[k] for k in keys if kw.get(k) is not None}
+    if kw.get("cells"):
+        out["cells"] = _parse_cells(kw["cells"])
+    for k in ("filters", "kernels"):
+        v = _int_pair(kw.get(k), f"--{k}")
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _data_stem(data: Path | None) -> str:
+    if data is not None:
+        return data.stem
+    from .sample import sample_path
+
+    return sample_path().stem
+
+
+@main.command("fit")
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Choice(["cnn", "bn-cnn", "ln"]), default=None, help="Model to fit [cnn].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [runs/<model>-<data stem>-<n>, never overwritten].")
+@click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, help="Continue the unfinished run in this folder from its last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of the table.")
+@_fit_options
+def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path | None, as_json: bool, quiet: bool, **kw: Any) -> None:
+    """Fit a CNN (McIntosh et al. 2016), its batch-norm variant, or the LN baseline to DATA
+    (a recording; default: the bundled simulated sample) and score it cell by cell on the
+    repeated test segment against each cell's reliability.
+
+    \b
+    Writes a run folder (config.json, model.pt, checkpoint.pt, log.jsonl, metrics.json,
+    cells.csv, figures/, DONE) and prints the per-cell table.
+    Examples:
+      retinakit fit                              CNN on the bundled sample
+      retinakit fit rec.h5 --model ln            LN baseline
+      retinakit fit --resume runs/cnn-rec-1      continue an interrupted fit
+    """
+    from .fitting.runs import format_cell_table, next_run_dir, run_fit
+
+    options = _collect_options(kw)
+    if model is not None:
+        options["model"] = model
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            from .errors import ConfigError
+
+            raise ConfigError("--out and --resume name different folders", fix="give only --resume RUN to continue a run")
+        run_dir = resume
+    elif out is not None:
+        run_dir = out
+    else:
+        from .fitting.config import FitConfig
+
+        run_dir = next_run_dir("runs", FitConfig.from_dict(options).model, _data_stem(data))
+    metrics = run_fit(data, run_dir, options, resume=resume is not None, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2, default=str))
+        return
+    click.echo(format_cell_table(metrics))
+    fit = metrics.get("fit", {})
+    if fit.get("epochs"):
+        click.echo(f"{fit['epochs']} epochs ({fit.get('stopped', '')}), best epoch {fit.get('best_epoch')}, {fit.get('fit_seconds', 0):.0f} s of training")
+    checks = metrics.get("checks")
+    if checks:
+        failed = [name for name, c in checks.get("checks", {}).items() if not c.get("passed")]
+        click.echo("causality/alignment checks: " + ("all passed" if not failed else f"FAILED: {', '.join(failed)}"))
+    click.echo(f"run: {metrics['run']}")
+
+
+@main.command("compare-ln")
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--cnn-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished CNN run instead of fitting one.")
+@click.option("--ln-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished LN run instead of fitting one.")
+@click.option("--cnn-model", type=click.Choice(["cnn", "bn-cnn"]), default=None, help="CNN variant to fit [cnn].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [runs/compare-<data stem>-<n>].")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of the table.")
+@_fit_options
+def compare_ln_cmd(data: Path | None, cnn_run: Path | None, ln_run: Path | None, cnn_model: str | None, out: Path | None, as_json: bool, quiet: bool, **kw: Any) -> None:
+    """Compare the CNN with the LN baseline on DATA, cell by cell: the same cells, training
+    split, test bins and ceiling. Fits whichever model is not given as a finished run.
+
+    \b
+    Writes compare.csv, compare.json and compare.png (LN vs CNN r/ceiling per cell) to --out.
+    Examples:
+      retinakit compare-ln                       both fits on the bundled sample
+      retinakit compare-ln rec.h5 --cnn-run runs/cnn-rec-1
+    """
+    from .evaluation.compare import compare_ln, format_compare_table
+
+    options = _collect_options(kw)
+    cnn_options = {"model": cnn_model} if cnn_model else {}
+    result = compare_ln(data, out, cnn_run=cnn_run, ln_run=ln_run, options=options, cnn_options=cnn_options, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(format_compare_table(result))
+    click.echo(f"results: {result['out']}/compare.csv, compare.json, compare.png")
+
+
+# ----------------------------------------------------------------------------- simulate
+@main.command("simulate")
+@click.option("--stimulus", type=click.Choice(["whitenoise", "naturalscene", "fullfield"]), default="naturalscene", show_default=True, help="White-noise checkerboard, dead-leaves natural scenes with fixational jitter, or full-field flicker.")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Training duration in minutes (in blocks of at most 5 min).")
+@click.option("--cells", "n_cells", type=int, default=8, show_default=True, help="Number of ganglion cells (types taken in turn).")
+@click.option("--size", default="32", show_default=True, help="Frame size in pixels (checkers): N or HxW, at least 8 (ignored for full-field).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Repeats of the test segment.")
+@click.option("--test-seconds", type=float, default=20.0, show_default=True, help="Length of the repeated test segment.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives identical files.")
+@click.option("--frame-rate", type=float, default=100.0, show_default=True, help="Frames (= bins) per second.")
+@click.option("--flicker", type=click.Choice(["gaussian", "binary"]), default="gaussian", show_default=True, help="Full-field flicker statistics.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Recording to write [simulated-<stimulus>.h5].")
+@click.option("--export-spikes", type=click.Path(path_type=Path), default=None, help="Also write spike times (s) and frame times to this .npz.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def simulate_cmd(stimulus: str, minutes: float, n_cells: int, size: str, repeats: int, test_seconds: float, seed: int, frame_rate: float,
+                 flicker: str, out: Path | None, export_spikes: Path | None, as_json: bool, quiet: bool) -> None:
+    """Simulate a recording from a model retina with known ground truth (ON/OFF, transient/
+    sustained, subunit and linear cells; contrast adaptation; refractory Poisson spikes) and
+    write it in retinakit's HDF5 layout with the true rate. See data/SIMULATION.md.
+
+    \b
+    Examples:
+      retinakit simulate                                   32x32 natural scenes, 8 cells, 10 min
+      retinakit simulate --stimulus whitenoise --size 50 --cells 10 --out wn.h5
+      retinakit simulate --stimulus fullfield --export-spikes spikes.npz
+    """
+    from .simulate.record import SimulationSpec, format_simulation_summary, parse_size, simulate_to_file, summarize_simulation
+
+    spec = SimulationSpec(stimulus=stimulus, minutes=minutes, n_cells=n_cells, size=parse_size(size), n_repeats=repeats,
+                          test_seconds=test_seconds, frame_rate=frame_rate, seed=seed, flicker=flicker)
+    target = out or Path(f"simulated-{stimulus}.h5")
+    sim = simulate_to_file(spec, target, spikes_path=export_spikes, progress=not quiet)
+    summary = summarize_simulation(sim)
+    summary["out"] = str(target)
+    if export_spikes is not None:
+        summary["spikes"] = str(export_spikes)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(format_simulation_summary(summary))
+    click.echo(f"\nwrote {target}" + (f" and {export_spikes}" if export_spikes is not None else ""))
+
+
+# ----------------------------------------------------------------------------- probe / check
+@main.command("probe")
+@click.argument("run_path", metavar="[RUN]", required=False, type=click.Path(path_type=Path))
+@click.option("--stimulus", "-s", default=None, help="Probe to run: osr, step, paired-flash, reversing-grating, contrast-adaptation, motion-anticipation.")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A probe parameter (repeatable); see --list for names, defaults and units.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [RUN/probes/<stimulus>/].")
+@click.option("--list", "list_probes", is_flag=True, help="Describe the probes and their parameters (with --stimulus: just that one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON instead of the summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def probe_cmd(run_path: Path | None, stimulus: str | None, params: tuple[str, ...], out: Path | None, list_probes: bool, as_json: bool, quiet: bool) -> None:
+    """Show a fitted model (RUN: a run folder or its model.pt; CNN or LN) synthetic stimuli it
+    was never trained on, built in its own frame rate, geometry and units, and measure what it does.
+
+    \b
+    Writes result.json (every number) and figures to --out, and prints a summary.
+    Examples:
+      retinakit probe --list
+      retinakit probe runs/cnn-sample-1 --stimulus osr
+      retinakit probe runs/cnn-sample-1 -s osr -p periods=0.05,0.08,0.1,0.125 -p polarity=dark
+      retinakit probe runs/cnn-sample-1 -s reversing-grating -p widths=1,2,4,8
+    """
+    from .errors import ConfigError
+    from .probes import default_out_dir, describe_probes, get_probe, load_fitted
+    from .probes.base import parse_param_args
+
+    if list_probes:
+        click.echo(describe_probes(get_probe(stimulus).name if stimulus else None))
+        return
+    if run_path is None:
+        raise ConfigError("no RUN given", "retinakit probe", "give a run folder or model.pt, e.g. `retinakit probe runs/cnn-sample-1 --stimulus osr`")
+    if stimulus is None:
+        raise ConfigError("no --stimulus given", "retinakit probe", "choose one with --stimulus (see `retinakit probe --list`)")
+    probe = get_probe(stimulus)
+    values = probe.resolve(parse_param_args(params))  # validate before loading the model
+    fitted = load_fitted(run_path)
+    out_dir = out or default_out_dir(run_path, probe.name)
+    result = probe.run(fitted, values, out_dir, progress=not quiet, source=str(run_path))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    click.echo(probe.summary(result))
+    click.echo(f"results: {out_dir}/result.json; figures: {', '.join(result.get('figures', []))}")
+
+
+@main.command("check")
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the result as JSON to this file.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random test stimulus.")
+def check_cmd(run_path: Path, as_json: bool, out: Path | None, seed: int) -> None:
+    """Causality and alignment checks on a fitted model (RUN: a run folder or its model.pt):
+    future frames must not change the output, a frame may only affect the HISTORY bins after it,
+    and predict() must match the network applied to the frames alignment.py names.
+    Exit status 1 when a check fails."""
+    from .probes import load_fitted
+    from .probes.check import check_model, format_check
+
+    result = check_model(load_fitted(run_path), seed=seed)
+    if out is not None:
+        from .atomic import write_json
+
+        write_json(out, result)
+    click.echo(json.dumps(result, indent=2) if as_json else format_check(result))
+    if not result["passed"]:
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- data import / export
+@data.command("import")
+@click.argument("mapping", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Recording to write (retinakit HDF5 layout) [<mapping stem>.h5 beside the mapping].")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--dry-run", is_flag=True, help="Read and check everything, print the summary, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and notes as JSON.")
+def data_import(mapping: Path, out: Path | None, force: bool, dry_run: bool, as_json: bool) -> None:
+    """Import a lab recording described by MAPPING (a TOML file: where the spike times, frame
+    onsets, stimulus and repeat starts are, and their units). Spikes are binned on the frames,
+    checked for unit and alignment mistakes, split into training and repeated test parts and
+    written in retinakit's HDF5 layout. Examples: data/import_examples/*.toml."""
+    from .errors import OutputError
+    from .io import save_recording
+    from .io.importer import import_recording, mapping_path_or_error
+
+    target = out or mapping.with_suffix(".h5")
+    if not dry_run and target.exists() and not force:
+        raise OutputError(f"'{target}' already exists", fix="choose another --out, or add --force to overwrite it")
+    result = import_recording(mapping_path_or_error(mapping))
+    if not dry_run:
+        save_recording(result.recording, target)
+    if as_json:
+        click.echo(json.dumps({"out": None if dry_run else str(target), "summary": result.summary_lines(), "notes": result.notes}, indent=2))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo("\n".join(result.summary_lines()))
+    click.echo("dry run: nothing written" if dry_run else f"wrote {target}")
+
+
+@data.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--to", "target", required=True, type=click.Path(path_type=Path), help="Output file; the format comes from the suffix (.nwb, or .h5 for retinakit's layout).")
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+def data_export(path: Path, target: Path, force: bool) -> None:
+    """Write a recording (any format `data inspect` reads) as NWB (.nwb: units table, stimulus
+    series, repeat intervals; needs pynwb) or in retinakit's HDF5 layout (.h5)."""
+    from .errors import ConfigError, OutputError
+    from .io import load_recording, save_recording
+
+    suffix = target.suffix.lower()
+    if suffix not in (".nwb", ".h5", ".hdf5"):
+        raise ConfigError(f"--to: cannot tell the output format from '{target.name}'", fix="use a .nwb or .h5 file name")
+    if target.exists() and not force:
+        raise OutputError(f"'{target}' already exists", fix="choose another --to, or add --force to overwrite it")
+    rec = load_recording(path)
+    if suffix == ".nwb":
+        from .io.nwb import export
+
+        export(rec, target)
+    else:
+        save_recording(rec, target)
+    click.echo(f"wrote {target} ({rec.n_cells} cells, {rec.train.n_bins} train bins, {0 if rec.test is None else rec.test.n_repeats} repeats)")
+
+
+# ----------------------------------------------------------------------------- batch
+@main.group(cls=_Group)
+def batch() -> None:
+    """Sweeps of fits on a SLURM cluster (job arrays) or a local pool, through submitit.
+
+    \b
+    A sweep file (TOML, see data/sweep_example.toml) names the recording(s), fixed fit options,
+    a grid and/or a list of points, and the resources per job. Each point gets its own run
+    folder (the same folder `retinakit fit` makes) under the sweep's output folder.
+      retinakit batch run SWEEP.toml --executor slurm   submit what is not done (rerun = resume)
+      retinakit batch status SWEEP.toml                 done / running / failed (why) / pending
+      retinakit batch collect SWEEP.toml                table (CSV + JSON) and figure of finished points
+    """
+
+
+@batch.command("run")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+              help="slurm: one job array on the cluster; local: a pool of processes on this machine; auto: slurm when a controller answers.")
+@click.option("--wait/--no-wait", default=False, help="With slurm: wait until every submitted point has ended (local always waits).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be submitted.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def batch_run(ctx: click.Context, sweep_file: Path, executor: str, wait: bool, dry_run: bool, as_json: bool, quiet: bool) -> None:
+    """Submit every point of SWEEP_FILE that is not finished, queued or running. Running it again
+    skips finished points and resubmits failed or missing ones; a point that already has a
+    checkpoint continues from it."""
+    from .batch import load_sweep
+    from .batch.executor import run_sweep
+
+    sweep = load_sweep(sweep_file)
+    summary = run_sweep(sweep, executor=executor, wait=wait, dry_run=dry_run, progress=not quiet,
+                        echo=(lambda s: click.echo(s, err=True)) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif dry_run:
+        for p in sweep.points:
+            mark = "submit" if p.id in summary["submitted"] else "skip"
+            click.echo(f"{mark:<7} {p.id}  {p.label(sweep.swept_keys)}")
+    final = summary.get("final")
+    if final is not None and not as_json:
+        click.echo(", ".join(f"{n} {s}" for s, n in final.items()) + f"  (details: retinakit batch status {sweep_file})")
+    elif summary["submitted"] and not dry_run and not as_json:
+        click.echo(f"follow with: retinakit batch status {sweep_file}")
+    if final is not None and final.get("failed"):
+        ctx.exit(1)
+
+
+@batch.command("status")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
+def batch_status(sweep_file: Path, as_json: bool) -> None:
+    """Show each point of SWEEP_FILE as done, running, failed (with the reason) or pending."""
+    from .batch import load_sweep
+    from .batch.state import count_states, format_status, sweep_status
+
+    sweep = load_sweep(sweep_file, check_data=False)
+    statuses = sweep_status(sweep)
+    if as_json:
+        click.echo(json.dumps({"sweep": str(sweep.path), "out": str(sweep.out), "counts": count_states(statuses),
+                               "points": [s.to_dict() for s in statuses]}, indent=2, default=str))
+    else:
+        click.echo(format_status(sweep, statuses))
+
+
+@batch.command("collect")
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for results.csv, results.json and r_norm.png [<sweep out>/collect].")
+@click.option("--json", "as_json", is_flag=True, help="Print the collected table as JSON.")
+def batch_collect(sweep_file: Path, out: Path | None, as_json: bool) -> None:
+    """Collect every finished point of SWEEP_FILE (runs without DONE are left out) into one table
+    (CSV + JSON) of metrics and config, and a figure of r/ceiling per configuration."""
+    from .batch import load_sweep
+    from .batch.collect import collect_sweep, format_table
+
+    sweep = load_sweep(sweep_file, check_data=False)
+    doc = collect_sweep(sweep, out)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    click.echo(format_table(doc))
+    left = f"; not finished: {len(doc['not_finished'])}" if doc["not_finished"] else ""
+    click.echo(f"{doc['n_finished']} of {doc['n_points']} points collected{left}")
+    click.echo(f"table: {doc['csv']} and {doc['json']}; figure: {doc.get('figure')}")
+
+
+# ----------------------------------------------------------------------------- bench
+@main.command("bench")
+@click.option("--frames", default=20000, show_default=True, type=click.IntRange(2), help="Frames of simulated white noise (360000 = an hour at 100 Hz).")
+@click.option("--size", default=50, show_default=True, type=click.IntRange(1), help="Frame side in pixels (frames are size x size).")
+@click.option("--history", default=40, show_default=True, type=click.IntRange(1), help="Frames per window.")
+@click.option("--cells", default=10, show_default=True, type=click.IntRange(1), help="Simulated cells (model outputs).")
+@click.option("--samples", default=1024, show_default=True, type=click.IntRange(1), help="Training samples each loop processes (whole batches).")
+@click.option("--threads", default=None, type=click.IntRange(1), help="Torch CPU threads (default: torch's choice).")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(1), help="Samples per training step.")
+@click.option("--chunk", default=128, show_default=True, type=click.IntRange(1), help="Bins per contiguous chunk in the fast path (batch // chunk chunks per step).")
+@click.option("--model", "kind", default="cnn", show_default=True, type=click.Choice(["cnn", "bn-cnn"]), help="Model to train.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
+@click.option("--naive/--no-naive", default=True, show_default=True, help="Also run the naive loop (--no-naive: fast path only, e.g. to measure memory on an hour).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the simulated data and the initial weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench_cmd(frames: int, size: int, history: int, cells: int, samples: int, threads: int | None, batch: int, chunk: int, kind: str, device: str, naive: bool, seed: int, as_json: bool) -> None:
+    """Time the naive training loop (one window sliced per sample, Conv2d with time as channels)
+    against retinakit's fast path (chunks of movie, first layer over whole chunks) on the same
+    simulated data and initial weights; check that outputs and gradients agree (float32,
+    relative error < 1e-4); print samples/s of each, the ratio, peak memory, and GFLOP/s against
+    a matmul measured in the same run. See benchmarks/README.md."""
+    from .bench import format_bench, run_bench
+
+    res = run_bench(frames=frames, size=size, history=history, cells=cells, samples=samples, threads=threads, batch=batch, chunk=chunk,
+                    model=kind, device=device, naive=naive, seed=seed, progress=not as_json)
+    click.echo(json.dumps(res, indent=2) if as_json else format_bench(res))
+    if not res["check"]["passed"]:
+        from .errors import ModelError
+
+        raise ModelError("the fast path does not match the naive loop (see the equality line above)", fix="report this with the command line")
+
+
 def run() -> None:
     """Entry point for the console script."""
     main(prog_name="retinakit")

@@ -44,8 +44,8 @@ def compact_stimulus(stimulus: np.ndarray) -> np.ndarray:
 def _numeric(name: str, arr: object, where: str, dtype: type) -> np.ndarray:
     """Convert to ``dtype`` after checking the values are numbers (not strings or objects)."""
     a = np.asarray(arr)
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise DataError(f"{name} must be numeric, got dtype {a.dtype}", where, "store numbers, not text or objects")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_) or np.iscomplexobj(a):
+        raise DataError(f"{name} must be real numbers, got dtype {a.dtype}", where, "store real numbers, not text, objects or complex values")
     with np.errstate(over="ignore"):
         return a.astype(dtype)
 
@@ -110,8 +110,8 @@ class Split:
             raise DataError(f"'{name}/stimulus' must be (T,) or (T, H, W) with T={T} frames, got shape {self.stimulus.shape}", w, "the stimulus needs one frame per time bin")
         if self.stimulus.ndim == 3 and min(self.stimulus.shape[1:]) < 1:
             raise DataError(f"'{name}/stimulus' has an empty frame shape {self.stimulus.shape[1:]}", w, "store frames of at least 1x1")
-        if not (np.issubdtype(self.stimulus.dtype, np.number)):
-            raise DataError(f"'{name}/stimulus' must be numeric, got dtype {self.stimulus.dtype}", w, "store the stimulus as numbers")
+        if not (np.issubdtype(self.stimulus.dtype, np.number)) or np.iscomplexobj(self.stimulus):
+            raise DataError(f"'{name}/stimulus' must be real numbers, got dtype {self.stimulus.dtype}", w, "store the stimulus as real numbers")
         _check_finite(f"'{name}/stimulus'", self.stimulus, w)
         self.stimulus = compact_stimulus(self.stimulus)
         if np.issubdtype(self.stimulus.dtype, np.floating) and not np.all(np.isfinite(self.stimulus)):
@@ -185,6 +185,8 @@ class Recording:
         if not np.issubdtype(self.cell_ids.dtype, np.integer):
             raise DataError(f"cell ids must be integers, got dtype {self.cell_ids.dtype}", where)
         self.cell_ids = self.cell_ids.astype(np.int64)
+        if np.any(self.cell_ids < 0):
+            raise DataError(f"cell ids must be >= 0 (files name cells cellNN), got {sorted(int(i) for i in self.cell_ids[self.cell_ids < 0])[:5]}", where, "renumber the units")
         if len(set(self.cell_ids.tolist())) != n:
             raise DataError("cell ids are not unique", where, "each cell needs its own id")
         if self.test is not None:

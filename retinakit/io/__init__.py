@@ -10,6 +10,8 @@ from ..recording import Recording
 
 FORMATS = {
     "h5": "Baccus-lab / retinakit HDF5 layout (.h5, .hdf5): train/, test/, response/binned, test/repeats/cellNN",
+    "nwb": "Neurodata Without Borders (.nwb, needs pynwb): units table, one stimulus series, 'repeats' intervals",
+    "toml": "an import mapping (.toml) for spike times from MATLAB, NumPy, HDF5, NWB or Kilosort/phy (see data/FORMATS.md)",
 }
 
 
@@ -20,6 +22,15 @@ def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None,
     p = Path(path)
     if not p.exists():
         raise DataError(f"file '{p}' does not exist", fix="check the path (run `retinakit simulate` to make a sample recording)")
+    if p.is_file() and p.suffix.lower() == ".toml":
+        from .importer import import_recording
+
+        rec = import_recording(p).recording
+        return rec if cells is None else rec.select_cells(cells)
+    if p.is_file() and baccus_h5.is_hdf5(p) and (p.suffix.lower() == ".nwb" or _is_nwb(p)):
+        from . import nwb
+
+        return nwb.load(p, cells=cells)
     if p.is_file() and baccus_h5.is_hdf5(p):
         return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)
     if p.is_dir():
@@ -28,6 +39,12 @@ def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None,
         return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)  # gives the precise 'not HDF5' error
     known = "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
     raise FormatError(f"cannot tell the format of '{p}'", fix=f"supported formats are {known}; convert other exports with `retinakit data import MAPPING.toml`")
+
+
+def _is_nwb(path: Path) -> bool:
+    from .nwb import is_nwb
+
+    return is_nwb(path)
 
 
 def save_recording(rec: Recording, path: str | os.PathLike[str]) -> Path:

@@ -145,19 +145,34 @@ class CNN(nn.Module):
         """Expected spike count per bin, ``(B, n_cells)``, for stimulus windows ``(B, history, H, W)``."""
         return self.readout(self.hidden(x)[1])
 
-    def forward_chunks(self, zc: torch.Tensor) -> torch.Tensor:
+    def forward_chunks(self, zc: torch.Tensor, method: str = "auto") -> torch.Tensor:
         """Predictions for contiguous stretches of movie: ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``.
 
         Row ``l`` of chunk ``k`` predicts the bin right after frames ``l .. l + history - 1`` of
-        that chunk (see :mod:`retinakit.alignment`). Same function as :meth:`forward` on every window.
+        that chunk (see :mod:`retinakit.alignment`). Same function as :meth:`forward` on every
+        window (the same hidden noise too, given the same random state), but the first layer is
+        computed once over each chunk (:mod:`retinakit.models.fastconv`; ``method`` ``"auto"``,
+        ``"fft"`` or ``"direct"``) instead of once per window, and no window is ever copied.
         """
-        from .fitted import stimulus_windows
+        from .fastconv import chunk_conv
 
-        K, total = zc.shape[0], zc.shape[1]
+        if zc.ndim < 2:
+            raise ModelError(f"chunks must be (K, L + history, H, W), got shape {tuple(zc.shape)}")
+        K, total = int(zc.shape[0]), int(zc.shape[1])
         L = total - self.history
-        zc = zc.reshape(K, total, *self.input_hw)
-        windows = torch.cat([stimulus_windows(zc[k], self.history) for k in range(K)]) if K else zc.new_zeros((0, self.history, *self.input_hw))
-        return self.forward(windows.contiguous()).reshape(K, L, self.n_cells)
+        if L < 1:
+            raise ModelError(f"chunks of {total} frames leave no prediction with history {self.history}", fix="pass chunks of L + history frames, L >= 1")
+        H, W = self.input_hw
+        if zc.numel() != K * total * H * W:
+            raise ModelError(f"chunk frames are {tuple(zc.shape[2:])} but the model takes {H}x{W} frames", fix="build the chunks in the model's geometry")
+        if K == 0:
+            return zc.new_zeros((0, L, self.n_cells))
+        zc = zc.reshape(K, total, H, W)
+        c1 = chunk_conv(zc, self.conv1.weight, self.conv1.bias, L, method)  # (K, L, F, h1, w1)
+        c1 = c1.reshape(K * L, *c1.shape[2:]).contiguous()  # contiguous: the noise is drawn in the same order as forward's
+        a1 = torch.relu(self._noise(self.bn1(c1)))
+        a2 = torch.relu(self._noise(self.bn2(self.conv2(a1))))
+        return self.readout(a2).reshape(K, L, self.n_cells)
 
     def weight_l2(self) -> torch.Tensor:
         """Sum of squared weights (conv and dense kernels, not biases or BN)."""

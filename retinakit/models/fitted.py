@@ -66,10 +66,11 @@ class FittedModel:
         z = (s - np.float32(self.meta["stim_mean"])) / np.float32(self.meta["stim_std"])
         return z.reshape((z.shape[0],) + (fs if fs else (1, 1)))
 
-    def predict(self, stimulus: np.ndarray, batch_size: int = 1024, device: str | None = None) -> np.ndarray:
+    def predict(self, stimulus: np.ndarray, chunk_bins: int = 500, device: str | None = None) -> np.ndarray:
         """Expected spike count per bin, ``(T, n_cells)``, for a raw stimulus ``(T,)`` or ``(T, H, W)``.
 
-        Bins without a full history (``t < history``) are NaN.
+        Bins without a full history (``t < history``) are NaN. The movie is run through the
+        model's ``forward_chunks`` in contiguous stretches of ``chunk_bins`` predicted bins.
         """
         import torch
 
@@ -81,12 +82,10 @@ class FittedModel:
         if T <= first:
             return out
         dev = torch.device(device) if device else next(self.model.parameters()).device
-        windows = stimulus_windows(z, h)
         self.model.eval()
-        preds = []
         with torch.no_grad():
-            for s in range(0, windows.shape[0], batch_size):
-                xb = windows[s : s + batch_size].contiguous().to(dev)
-                preds.append(self.model(xb).float().cpu().numpy())
-        out[first:] = np.concatenate(preds)[: T - first]
+            for s in range(0, T - h, chunk_bins):
+                e = min(T - h, s + chunk_bins)  # windows s..e-1 predict bins s+h..e+h-1
+                zc = z[s : e + h].unsqueeze(0).to(dev)
+                out[first + s : first + e] = self.model.forward_chunks(zc)[0].float().cpu().numpy()
         return out

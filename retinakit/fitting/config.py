@@ -1,0 +1,197 @@
+"""Every fit option in one dataclass, validated at the public boundary.
+
+``FitConfig.from_dict`` is the single place where options are checked: unknown keys get a
+"did you mean" suggestion, values are checked for type and range, and every problem is a
+:class:`~retinakit.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import ConfigError
+
+MODELS = ("cnn", "bn-cnn", "ln")
+LN_METHODS = ("auto", "sta", "ridge", "gd")
+
+# Adam learning rate when none is given: the LN has few parameters and takes larger steps.
+DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
+
+# Keys that may differ when a run is resumed (they do not change what is being fit).
+RUNTIME_KEYS = ("device", "max_epochs", "patience", "deterministic", "mixed_precision")
+
+
+@dataclass
+class FitConfig:
+    """Options of one fit, with their defaults (see the README's "Fitting" section).
+
+    Attributes
+    ----------
+    model : ``cnn`` (McIntosh et al. 2016), ``bn-cnn`` (batch-norm variant) or ``ln``.
+    history : frames of stimulus history the model sees (40 = 400 ms at 100 Hz).
+    filters, kernels : CNN channels and kernel sizes of the two conv layers (``kernels=None``:
+        the reference 15/11, scaled down for frames smaller than 50 pixels; see ``geometry_note``).
+    lr, l2, l1 : Adam learning rate (default 2e-3 for the CNNs, 3e-2 for the LN); L2 penalty on weights; L1 penalty on output activity
+        (mean over bins of the summed predicted counts).
+    noise_std : s.d. of the Gaussian noise on hidden activations while training (CNN).
+    batch_size : bins per batch; ``chunk_len`` : bins per contiguous chunk of movie in a batch.
+    max_epochs, patience : epoch limit; early stopping after ``patience`` epochs without a lower
+        validation loss. ``lr_patience``, ``lr_factor``: learning-rate reduction on plateau.
+    val_fraction, val_blocks : fraction of the training bins held out for validation, as
+        ``val_blocks`` contiguous blocks spread over the recording.
+    seed, deterministic : random seed; deterministic algorithms (slower on GPU).
+    device : ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    mixed_precision : bf16 autocast on GPU (ignored on CPU).
+    cells : ids of the cells to model (``None``: all).
+    ln_method : how the LN model is fit: ``sta`` (spike-triggered average, for white noise),
+        ``ridge`` (ridge-regularised least squares, for correlated stimuli), ``gd`` (end-to-end
+        gradient descent on the Poisson loss) or ``auto`` (``sta`` for white noise and full-field
+        stimuli, ``ridge`` otherwise).
+    ln_rank : 1 for a space x time separable filter, 0 for a full filter.
+    ln_crop : side (pixels) of the square crop around the receptive-field centre; ``None``:
+        chosen per cell on the validation blocks; 0: the whole frame.
+    ln_bins : bins of the static nonlinearity (``sta``/``ridge``).
+    min_reliability : cells whose repeat-average reliability is below this are flagged
+        unreliable and left out of summary means.
+    """
+
+    model: str = "cnn"
+    history: int = 40
+    filters: list[int] = field(default_factory=lambda: [8, 8])
+    kernels: list[int] | None = None
+    lr: float | None = None
+    l2: float = 1e-3
+    l1: float = 1e-3
+    noise_std: float = 0.05
+    batch_size: int = 2000
+    chunk_len: int = 250
+    max_epochs: int = 20
+    patience: int = 3
+    lr_patience: int = 1
+    lr_factor: float = 0.5
+    val_fraction: float = 0.1
+    val_blocks: int = 5
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    mixed_precision: bool = True
+    cells: list[int] | None = None
+    ln_method: str = "auto"
+    ln_rank: int = 1
+    ln_crop: int | None = None
+    ln_bins: int = 20
+    min_reliability: float = 0.3
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All option names."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "FitConfig":
+        """Validate ``d`` (missing keys take defaults) and return the config."""
+        d = dict(d or {})
+        known = cls.keys()
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"known options: {', '.join(known)}"
+                raise ConfigError(f"unknown fit option '{key}'", "the fit options", hint)
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dictionary of every option (round-trips through :meth:`from_dict`)."""
+        return asdict(self)
+
+    def with_updates(self, **updates: Any) -> "FitConfig":
+        """A validated copy with some options changed."""
+        d = self.to_dict()
+        d.update(updates)
+        return FitConfig.from_dict(d)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check every option's type and range; raise :class:`ConfigError` naming the key."""
+        self.model = _choice("model", self.model, MODELS)
+        self.ln_method = _choice("ln_method", self.ln_method, LN_METHODS)
+        self.history = _int("history", self.history, 1, 2000)
+        self.filters = _int_list("filters", self.filters, 2, 1, 512)
+        self.kernels = None if self.kernels is None else _int_list("kernels", self.kernels, 2, 1, 200)
+        if self.lr is None:
+            self.lr = DEFAULT_LR["ln" if self.model == "ln" else "cnn"]
+        self.lr = _float("lr", self.lr, 0.0, 10.0, lo_open=True)
+        self.l2 = _float("l2", self.l2, 0.0, 1e3)
+        self.l1 = _float("l1", self.l1, 0.0, 1e3)
+        self.noise_std = _float("noise_std", self.noise_std, 0.0, 10.0)
+        self.batch_size = _int("batch_size", self.batch_size, 1, 10_000_000)
+        self.chunk_len = _int("chunk_len", self.chunk_len, 1, 1_000_000)
+        self.max_epochs = _int("max_epochs", self.max_epochs, 0, 100_000)
+        self.patience = _int("patience", self.patience, 1, 100_000)
+        self.lr_patience = _int("lr_patience", self.lr_patience, 0, 100_000)
+        self.lr_factor = _float("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True)
+        self.val_fraction = _float("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
+        self.val_blocks = _int("val_blocks", self.val_blocks, 1, 1000)
+        self.seed = _int("seed", self.seed, 0, 2**31 - 1)
+        self.deterministic = _bool("deterministic", self.deterministic)
+        self.mixed_precision = _bool("mixed_precision", self.mixed_precision)
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"option 'device' must be a string such as auto, cpu or cuda, got {self.device!r}", "the fit options")
+        if self.cells is not None:
+            if not isinstance(self.cells, (list, tuple)) or not self.cells:
+                raise ConfigError(f"option 'cells' must be a non-empty list of cell ids or null, got {self.cells!r}", "the fit options", "e.g. cells = [1, 4, 7]")
+            self.cells = [_int("cells", c, 0, 2**62) for c in self.cells]
+            if len(set(self.cells)) != len(self.cells):
+                raise ConfigError(f"option 'cells' lists a cell twice: {self.cells}", "the fit options")
+        self.ln_rank = _int("ln_rank", self.ln_rank, 0, 1)
+        self.ln_crop = None if self.ln_crop is None else _int("ln_crop", self.ln_crop, 0, 100_000)
+        self.ln_bins = _int("ln_bins", self.ln_bins, 2, 1000)
+        self.min_reliability = _float("min_reliability", self.min_reliability, -1.0, 1.0)
+
+
+def _fail(key: str, msg: str, fix: str | None = None) -> ConfigError:
+    return ConfigError(f"option '{key}' {msg}", "the fit options", fix)
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(allowed)}"
+        raise _fail(key, f"must be one of {', '.join(allowed)}, got {value!r}", hint)
+    return str(value)
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (isinstance(value, float) and value.is_integer()):
+        raise _fail(key, f"must be an integer, got {value!r}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise _fail(key, f"must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def _float(key: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(key, f"must be a number, got {value!r}")
+    v = float(value)
+    if v != v or (v <= lo if lo_open else v < lo) or v > hi:
+        side = ">" if lo_open else ">="
+        raise _fail(key, f"must be {side} {lo} and <= {hi}, got {v}")
+    return v
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _int_list(key: str, value: Any, n: int, lo: int, hi: int) -> list[int]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * n
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise _fail(key, f"must be a list of {n} integers, got {value!r}", f"e.g. {key} = [8, 8]" if key == "filters" else None)
+    return [_int(key, v, lo, hi) for v in value]

@@ -1,0 +1,459 @@
+"""The training loop: Poisson loss, Adam, contiguous validation blocks, early stopping, checkpoints.
+
+Data path: the training movie is z-scored ONCE into a single float32 tensor ``z`` ``(T, H, W)``
+(1x1 frames for full-field). Batches are contiguous chunks ``z[s - history : s + L]`` of that
+tensor, stacked to ``(K, L + history, H, W)`` and passed to ``model.forward_chunks``; no window
+is ever materialised here. Row ``l`` of a chunk starting at target bin ``s`` predicts bin
+``s + l`` (:mod:`retinakit.alignment`).
+
+Validation: ``val_fraction`` of the predictable bins, as ``val_blocks`` contiguous blocks spread
+evenly over the recording; training bins within ``history`` bins of a validation block are
+dropped (their windows overlap the validation windows). Windows never cross a gap in the frame
+times (a recording made of several blocks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..alignment import first_predicted_bin
+from ..errors import DataError, ModelError
+from ..recording import Recording
+from .checkpoint import load_checkpoint, pack, save_checkpoint, unpack
+from .config import FitConfig
+from .device import autocast
+
+EPS = 1e-8
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class FitData:
+    """The training part of a recording, ready for fitting.
+
+    ``z``: ``(T, H, W)`` float32 z-scored movie (1x1 frames for full-field); ``y``: ``(T, n)``
+    float32 counts; ``fit_mask`` / ``val_mask``: ``(T,)`` bool, the target bins used for
+    training / validation; ``stats``: raw ``stim_mean``, ``stim_std``, ``stim_min``, ``stim_max``.
+    """
+
+    z: torch.Tensor
+    y: torch.Tensor
+    fit_mask: np.ndarray
+    val_mask: np.ndarray
+    history: int
+    stats: dict[str, float]
+    frame_shape: tuple[int, ...]
+    segments: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_cells(self) -> int:
+        """Number of modelled cells."""
+        return int(self.y.shape[1])
+
+
+def stimulus_stats(stimulus: np.ndarray, chunk: int = 4096) -> dict[str, float]:
+    """Mean, s.d., min and max of a (compact) stimulus, computed in chunks without a float copy."""
+    s = np.asarray(stimulus)
+    T = s.shape[0]
+    total, total_sq, n = 0.0, 0.0, 0
+    lo, hi = math.inf, -math.inf
+    for a in range(0, T, chunk):
+        block = s[a : a + chunk].astype(np.float64)
+        total += float(block.sum())
+        total_sq += float((block * block).sum())
+        n += block.size
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0)
+    std = math.sqrt(var)
+    return {"stim_mean": mean, "stim_std": std if std > 0 else 1.0, "stim_min": lo, "stim_max": hi}
+
+
+def zscore_tensor(stimulus: np.ndarray, mean: float, std: float, chunk: int = 4096) -> torch.Tensor:
+    """``(stimulus - mean) / std`` as ONE float32 tensor ``(T, H, W)`` (1x1 frames for full-field)."""
+    s = np.asarray(stimulus)
+    T = s.shape[0]
+    shape = (T,) + (tuple(s.shape[1:]) if s.ndim == 3 else (1, 1))
+    z = torch.empty(shape, dtype=torch.float32)
+    zn = z.numpy()
+    m, sd = np.float32(mean), np.float32(std)
+    for a in range(0, T, chunk):
+        block = s[a : a + chunk].astype(np.float32)
+        zn[a : a + chunk] = ((block - m) / sd).reshape((-1,) + shape[1:])
+    return z
+
+
+def contiguous_segments(time: np.ndarray, frame_dt: float) -> list[tuple[int, int]]:
+    """Frame ranges ``[a, b)`` without a gap (a step longer than 1.5 frames) in the frame times."""
+    t = np.asarray(time, dtype=np.float64)
+    breaks = np.flatnonzero(np.diff(t) > 1.5 * frame_dt) + 1
+    edges = [0, *breaks.tolist(), t.size]
+    return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1) if edges[i + 1] > edges[i]]
+
+
+def split_masks(segments: list[tuple[int, int]], T: int, history: int, val_fraction: float, val_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation target-bin masks ``(T,)``: contiguous validation blocks, guard bands.
+
+    Predictable bins are those with ``history`` frames before them in the same segment. The
+    validation blocks are centred at ``(i + 0.5) / val_blocks`` of the predictable bins; training
+    bins closer than ``history`` bins to a validation bin are left out.
+    """
+    first = first_predicted_bin(history)
+    predictable = np.zeros(T, dtype=bool)
+    for a, b in segments:
+        predictable[a + first : b] = True
+    idx = np.flatnonzero(predictable)
+    N = idx.size
+    if N < 4:
+        raise DataError(f"the training part has {N} bins with a full history of {history} frames", "the recording",
+                        "use a shorter --history or a longer recording")
+    n_val = max(val_blocks, int(round(val_fraction * N)))
+    per = max(1, n_val // val_blocks)
+    val = np.zeros(T, dtype=bool)
+    for i in range(val_blocks):
+        c = int((i + 0.5) * N / val_blocks)
+        lo, hi = max(0, c - per // 2), min(N, c - per // 2 + per)
+        val[idx[lo:hi]] = True
+    guard = np.convolve(val.astype(np.int32), np.ones(2 * history + 1, dtype=np.int32), mode="same") > 0
+    fit = predictable & ~guard
+    if fit.sum() < 2:
+        raise DataError(f"only {int(fit.sum())} training bins remain after holding out validation blocks", "the recording",
+                        "use a smaller val_fraction, fewer val_blocks, a shorter history or more data")
+    return fit, val
+
+
+def prepare_data(rec: Recording, cfg: FitConfig) -> FitData:
+    """Z-score the training movie once and build the training/validation masks."""
+    train = rec.train
+    stats = stimulus_stats(train.stimulus)
+    z = zscore_tensor(train.stimulus, stats["stim_mean"], stats["stim_std"])
+    y = torch.from_numpy(np.ascontiguousarray(train.counts, dtype=np.float32))
+    segments = contiguous_segments(train.time, float(rec.frame_dt))  # type: ignore[arg-type]
+    fit, val = split_masks(segments, z.shape[0], cfg.history, cfg.val_fraction, cfg.val_blocks)
+    return FitData(z=z, y=y, fit_mask=fit, val_mask=val, history=cfg.history, stats=stats, frame_shape=rec.frame_shape, segments=segments)
+
+
+def mask_ranges(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of True in a boolean mask as ``[a, b)`` ranges."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def make_chunks(mask: np.ndarray, history: int, chunk_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tile the True bins of ``mask`` with chunks of ``L`` target bins.
+
+    Returns ``starts`` ``(K,)`` (target bin of each chunk's first row; its frames are
+    ``starts - history .. starts + L - 1``), ``weights`` ``(K, L)`` (1 where the row's bin is in
+    the mask and not already covered by an earlier chunk) and ``L``.
+    """
+    T = mask.size
+    first = first_predicted_bin(history)
+    L = int(max(1, min(chunk_len, T - first)))
+    covered = np.zeros(T, dtype=bool)
+    starts, weights = [], []
+    for a, b in mask_ranges(mask):
+        pos = a
+        while pos < b:
+            s = min(pos, T - L)
+            s = max(s, first)
+            w = mask[s : s + L] & ~covered[s : s + L]
+            covered[s : s + L] |= w
+            starts.append(s)
+            weights.append(w.astype(np.float32))
+            pos = s + L
+    if not starts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, L), dtype=np.float32), L
+    return np.asarray(starts, dtype=np.int64), np.stack(weights), L
+
+
+def gather_chunks(z: torch.Tensor, starts: np.ndarray, history: int, L: int) -> torch.Tensor:
+    """Stack the movie stretches of the given chunks: ``(K, L + history, H, W)`` (one copy per batch)."""
+    return torch.stack([z[int(s) - history : int(s) + L] for s in starts])
+
+
+def gather_targets(y: torch.Tensor, starts: np.ndarray, L: int) -> torch.Tensor:
+    """Targets of the given chunks: ``(K, L, n_cells)``."""
+    return torch.stack([y[int(s) : int(s) + L] for s in starts])
+
+
+def poisson_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over bins of the mean over cells of ``pred - target * log(pred)`` (the Poisson NLL up to a constant)."""
+    nll = (pred - target * torch.log(pred + EPS)).mean(dim=-1)
+    return (nll * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------------- prediction
+def predict_z(model: Any, z: torch.Tensor, device: torch.device, chunk_len: int = 500, amp: bool = False) -> np.ndarray:
+    """Predictions ``(T, n_cells)`` for a z-scored movie ``(T, H, W)`` via ``forward_chunks`` (NaN before ``history``)."""
+    h = int(model.history)
+    T = int(z.shape[0])
+    first = first_predicted_bin(h)
+    out = np.full((T, int(model.n_cells)), np.nan, dtype=np.float32)
+    if T <= first:
+        return out
+    was_training = model.training
+    model.eval()
+    L = max(1, min(chunk_len, T - first))
+    with torch.no_grad():
+        for s in range(first, T, L):
+            s0 = min(s, T - L)
+            zc = z[s0 - h : s0 + L].unsqueeze(0).to(device)
+            with autocast(device, amp):
+                p = model.forward_chunks(zc)[0].float().cpu().numpy()
+            out[s0 : s0 + L] = p
+    model.train(was_training)
+    return out
+
+
+def masked_corr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pearson r per cell over the bins in ``mask`` (NaN for constant columns)."""
+    from ..spikes import pearson_columns
+
+    return pearson_columns(pred[mask], target[mask])
+
+
+# ----------------------------------------------------------------------------- loop
+@dataclass
+class TrainState:
+    """Where training stands (saved in ``checkpoint.pt`` every epoch)."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_corr: float = math.nan
+    bad_epochs: int = 0
+    stopped: str = ""
+    log: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _state_tensors(model: Any, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}/{k}": v for k, v in model.state_dict().items()}
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+
+def save_training_checkpoint(path: Any, model: Any, best: dict[str, torch.Tensor], opt: Any, sched: Any, state: TrainState, extra: dict[str, Any]) -> None:
+    """Write the whole training state (model, best weights, optimiser, scheduler, RNG, log)."""
+    tensors: dict[str, torch.Tensor] = {}
+    tensors.update(_state_tensors(model, "model"))
+    tensors.update({f"best/{k}": v for k, v in best.items()})
+    opt_json = pack(opt.state_dict(), "optim", tensors)
+    tensors["rng/torch"] = torch.get_rng_state()
+    info = {
+        "kind": "training",
+        "state": state.__dict__,
+        "optimizer": opt_json,
+        "scheduler": sched.state_dict(),
+        **extra,
+    }
+    save_checkpoint(path, tensors, info)
+
+
+def load_training_checkpoint(path: Any, model: Any, opt: Any, sched: Any) -> tuple[TrainState, dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore what :func:`save_training_checkpoint` wrote into ``model``/``opt``/``sched``."""
+    from ..errors import CheckpointError
+
+    tensors, info = load_checkpoint(path)
+    if info.get("kind") != "training":
+        raise CheckpointError(f"'{path}' is not a training checkpoint", fix="resume from the run folder's checkpoint.pt")
+    try:
+        model.load_state_dict(_strip(tensors, "model"))
+    except RuntimeError as exc:
+        raise CheckpointError(f"the checkpoint's weights do not fit the model ({str(exc).splitlines()[0]})", str(path), "resume with the options the run was started with") from exc
+    opt.load_state_dict(unpack(info["optimizer"], tensors))
+    sched.load_state_dict(info["scheduler"])
+    if "rng/torch" in tensors:
+        torch.set_rng_state(tensors["rng/torch"])
+    best = _strip(tensors, "best")
+    state = TrainState(**info["state"])
+    return state, best, info
+
+
+def train(
+    model: Any,
+    data: FitData,
+    cfg: FitConfig,
+    device: torch.device,
+    checkpoint_path: Any,
+    log_path: Any,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainState:
+    """Fit ``model`` to ``data`` (see module docstring); return the final state.
+
+    The model ends holding its best weights (lowest validation loss). A checkpoint is written
+    after every epoch; with ``resume`` the loop continues from ``checkpoint_path``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..atomic import write_text
+    import json
+
+    model.to(device)
+    amp = bool(cfg.mixed_precision and device.type == "cuda")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    state = TrainState()
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if not resume:
+        init_output_level(model, data.y[torch.from_numpy(data.fit_mask)].mean(dim=0))
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if resume:
+        state, best, _ = load_training_checkpoint(checkpoint_path, model, opt, sched)
+        _move_optimizer(opt, device)
+        if state.stopped.startswith("reached max_epochs") and state.epoch < cfg.max_epochs:
+            state.stopped = ""  # resumed with a larger epoch budget
+
+    h = data.history
+    starts, weights, L = make_chunks(data.fit_mask, h, cfg.chunk_len)
+    vstarts, vweights, vL = make_chunks(data.val_mask, h, cfg.chunk_len)
+    if starts.size == 0 or vstarts.size == 0:
+        raise DataError("no training or validation bins", "the recording", "use a longer recording")
+    per_batch = max(1, cfg.batch_size // L)
+    n_batches = math.ceil(len(starts) / per_batch)
+    z, y = data.z, data.y
+    if device.type != "cpu":
+        z = _to_device_if_fits(z, device)
+        y = y.to(z.device)
+    y_np = data.y.numpy()
+
+    def run_val() -> tuple[float, float]:
+        model.eval()
+        preds, losses, wsum = np.full(y_np.shape, np.nan, dtype=np.float32), 0.0, 0.0
+        with torch.no_grad():
+            for b in range(0, len(vstarts), per_batch):
+                st = vstarts[b : b + per_batch]
+                zc = gather_chunks(z, st, h, vL).to(device, non_blocking=True)
+                tgt = gather_targets(y, st, vL).to(device)
+                w = torch.from_numpy(vweights[b : b + per_batch]).to(device)
+                with autocast(device, amp):
+                    p = model.forward_chunks(zc).float()
+                losses += float(poisson_loss(p, tgt, w)) * float(w.sum())
+                wsum += float(w.sum())
+                pn = p.cpu().numpy()
+                for k, s in enumerate(st):
+                    keep = vweights[b + k] > 0
+                    preds[s : s + vL][keep] = pn[k][keep]
+        r = masked_corr(preds, y_np, data.val_mask)
+        return losses / max(wsum, 1.0), float(np.nanmean(r)) if np.any(np.isfinite(r)) else math.nan
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    epoch_bar = tqdm(total=cfg.max_epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
+    while not state.stopped and state.epoch < cfg.max_epochs:
+        t0 = time.perf_counter()
+        epoch = state.epoch + 1
+        gen.manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(starts), generator=gen).numpy()
+        model.train()
+        total, wtot = 0.0, 0.0
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+        for bi in bar:
+            idx = order[bi * per_batch : (bi + 1) * per_batch]
+            st = starts[idx]
+            zc = gather_chunks(z, st, h, L).to(device, non_blocking=True)
+            tgt = gather_targets(y, st, L).to(device, non_blocking=True)
+            w = torch.from_numpy(weights[idx]).to(device)
+            with autocast(device, amp):
+                pred = model.forward_chunks(zc)
+            pred = pred.float()
+            loss = poisson_loss(pred, tgt, w)
+            if not torch.isfinite(loss):
+                raise ModelError(f"the training loss became {float(loss.detach())} at epoch {epoch}{_kept(state.epoch)}", "the fit", "lower --lr or check the data for extreme values")
+            reg = cfg.l2 * model.weight_l2().to(loss.device)
+            if cfg.l1 > 0:
+                reg = reg + cfg.l1 * (pred.abs().sum(dim=-1) * w).sum() / w.sum().clamp_min(1.0)
+            opt.zero_grad(set_to_none=True)
+            (loss + reg).backward()
+            opt.step()
+            total += float(loss.detach()) * float(w.sum())
+            wtot += float(w.sum())
+            bar.set_postfix(loss=f"{total / max(wtot, 1.0):.4f}")
+        bar.close()
+        train_loss = total / max(wtot, 1.0)
+        val_loss, val_corr = run_val()
+        bad = _nonfinite_weights(model)
+        if bad or not math.isfinite(val_loss):  # never save a checkpoint holding NaN/inf weights
+            what = f"the weights ({', '.join(bad[:3])}) became NaN or infinite" if bad else f"the validation loss became {val_loss}"
+            raise ModelError(f"{what} at epoch {epoch}{_kept(state.epoch)}", "the fit", "lower --lr or check the data for extreme values")
+        sched.step(val_loss)
+        improved = val_loss < state.best_val_loss - 1e-7
+        if improved:
+            state.best_val_loss, state.best_val_corr, state.best_epoch = val_loss, val_corr, epoch
+            state.bad_epochs = 0
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        dt = time.perf_counter() - t0
+        state.wall_s += dt
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_corr": val_corr,
+                 "lr": float(opt.param_groups[0]["lr"]), "best": improved, "seconds": round(dt, 3)}
+        state.log.append(entry)
+        if state.bad_epochs >= cfg.patience:
+            state.stopped = f"early stopping: no lower validation loss for {cfg.patience} epochs"
+        elif state.epoch >= cfg.max_epochs:
+            state.stopped = f"reached max_epochs={cfg.max_epochs}"
+        save_training_checkpoint(checkpoint_path, model, best, opt, sched, state, {"config": cfg.to_dict()})
+        write_text(log_path, "".join(json.dumps(e) + "\n" for e in state.log))
+        epoch_bar.update(1)
+        epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", r=f"{val_corr:.3f}")
+        if on_epoch is not None:
+            on_epoch(dict(entry))
+    epoch_bar.close()
+    if not state.stopped:
+        state.stopped = f"reached max_epochs={cfg.max_epochs}"
+    model.load_state_dict(best)
+    model.eval()
+    return state
+
+
+def _nonfinite_weights(model: Any) -> list[str]:
+    """Names of the parameters and buffers holding NaN or inf (empty when all are finite)."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _kept(last_epoch: int) -> str:
+    """The note on what the run folder keeps after a numerical fault."""
+    return f" (checkpoint.pt keeps epoch {last_epoch}; the run is not finished)" if last_epoch > 0 else " (nothing was saved; the run is not finished)"
+
+
+def init_output_level(model: Any, mean_counts: torch.Tensor) -> None:
+    """Start a batch-norm CNN at each cell's mean count: the output batch norm's shift set to
+    ``softplus^-1(mean count per bin)`` (else Adam needs thousands of steps to get there).
+
+    Only for the batch-norm variant: in the plain CNN the same shift on the dense bias makes the
+    first updates silence the second layer (all ReLUs off), so it keeps PyTorch's initialisation.
+    """
+    bn_out = getattr(model, "bn_out", None)
+    if isinstance(bn_out, torch.nn.BatchNorm1d) and bn_out.affine:
+        with torch.no_grad():
+            bn_out.bias.copy_(torch.log(torch.expm1(mean_counts.clamp_min(1e-4).float())))
+
+
+def _move_optimizer(opt: Any, device: torch.device) -> None:
+    for st in opt.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+
+
+def _to_device_if_fits(z: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move the movie to the GPU once when it takes less than half of the free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if z.numel() * z.element_size() < 0.5 * free:
+            return z.to(device)
+        return z.pin_memory()
+    return z.to(device)

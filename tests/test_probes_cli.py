@@ -1,0 +1,89 @@
+"""`retinakit probe` and `retinakit check` end to end on models fit by `run_fit` to a tiny recording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import make_recording
+from test_probes_run import FAST, strict_json
+
+from retinakit.cli import main
+from retinakit.probes import probe_names
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny CNN and LN fit (8x8 white noise, history 10, 1 epoch) with `run_fit`."""
+    from retinakit.fitting import run_fit
+    from retinakit.io import save_recording
+
+    root = tmp_path_factory.mktemp("probe_runs")
+    data = root / "tiny.h5"
+    save_recording(make_recording(frame_shape=(8, 8), n_cells=3, train_bins=1200, test_bins=150, n_repeats=4), data)
+    out = {}
+    for model in ("cnn", "ln"):
+        run_fit(data, root / model, {"model": model, "history": 10, "max_epochs": 1, "filters": [4, 4]} if model == "cnn" else {"model": model, "history": 10},
+                progress=False)
+        out[model] = root / model
+    return out
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(main, list(args))
+    return res.exit_code, res.output
+
+
+@pytest.mark.parametrize("name", probe_names())
+def test_probe_command_runs_every_stimulus_on_a_fitted_cnn(runs: dict[str, Path], name: str) -> None:
+    args = ["probe", str(runs["cnn"]), "--stimulus", name, "-q"]
+    for k, v in FAST[name].items():
+        args += ["--param", f"{k}={v}"]
+    code, out = invoke(*args)
+    assert code == 0, out
+    res_file = runs["cnn"] / "probes" / name / "result.json"
+    doc = strict_json(res_file)  # no NaN/Infinity
+    assert doc["probe"] == name and doc["source"] == str(runs["cnn"]) and doc["model"]["kind"] == "cnn"
+    assert doc["model"]["cell_ids"] == [1, 2, 3] and len(doc["cells"]) == 3
+    assert "results: " in out
+    for fig in doc["figures"]:
+        assert (res_file.parent / fig).stat().st_size > 1000
+
+
+def test_probe_works_on_an_ln_run_and_a_model_file(runs: dict[str, Path], tmp_path: Path) -> None:
+    code, out = invoke("probe", str(runs["ln"] / "model.pt"), "-s", "osr", "-p", "periods=0.05,0.1,0.15", "--out", str(tmp_path / "o"), "--json", "-q")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["model"]["kind"] == "ln" and len(doc["periods"]) == 3
+    assert (tmp_path / "o" / "result.json").is_file()
+
+
+def test_check_command_and_fit_records_the_checks(runs: dict[str, Path], tmp_path: Path) -> None:
+    code, out = invoke("check", str(runs["cnn"]), "--out", str(tmp_path / "check.json"))
+    assert code == 0, out
+    assert "all checks passed" in out and "PASS  causality" in out
+    assert json.loads((tmp_path / "check.json").read_text())["passed"] is True
+    metrics = json.loads((runs["cnn"] / "metrics.json").read_text())
+    assert metrics["checks"]["passed"] is True  # `retinakit fit` runs check_model at the end
+
+
+def test_probe_list_and_bad_input_exit_2(runs: dict[str, Path], tmp_path: Path) -> None:
+    code, out = invoke("probe", "--list")
+    assert code == 0 and "osr: " in out and "motion-anticipation: " in out
+    code, out = invoke("probe", "--list", "-s", "step")
+    assert code == 0 and out.startswith("step: ") and "osr" not in out
+    for args, msg in [
+        (["probe", str(runs["cnn"])], "no --stimulus"),
+        (["probe", "-s", "osr"], "no RUN"),
+        (["probe", str(runs["cnn"]), "-s", "omitted"], "unknown probe stimulus"),
+        (["probe", str(runs["cnn"]), "-s", "osr", "-p", "contrast"], "is not KEY=VALUE"),
+        (["probe", str(runs["cnn"]), "-s", "osr", "-p", "windw=0.2"], "did you mean 'window'"),
+        (["probe", str(tmp_path / "nope"), "-s", "osr"], "does not exist"),
+        (["probe", str(tmp_path), "-s", "step"], "has not finished"),
+        (["check", str(tmp_path)], "has not finished"),
+    ]:
+        code, out = invoke(*args)
+        assert code == 2, (args, out)
+        assert out.startswith("error: ") and msg in out and len(out.strip().splitlines()) == 1, out
