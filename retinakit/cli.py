@@ -145,10 +145,10 @@ def _fit_options(f: Any) -> Any:
         click.option("--l2", type=float, default=None, help="L2 penalty on weights [1e-3]."),
         click.option("--l1", type=float, default=None, help="L1 penalty on output activity [1e-3]."),
         click.option("--noise-std", type=float, default=None, help="Gaussian noise s.d. on hidden layers while training [0.05]."),
-        click.option("--batch-size", type=int, default=None, help="Bins per batch [2000]."),
+        click.option("--batch-size", type=int, default=None, help="Bins per batch [500; 2000 for --model cnn]."),
         click.option("--chunk-len", type=int, default=None, help="Bins per contiguous movie chunk in a batch [250]."),
-        click.option("--max-epochs", type=int, default=None, help="Epoch limit [20]."),
-        click.option("--patience", type=int, default=None, help="Early stopping: epochs without a lower validation loss [3]."),
+        click.option("--max-epochs", type=int, default=None, help="Epoch limit [12]."),
+        click.option("--patience", type=int, default=None, help="Early stopping: epochs without a lower validation loss [4]."),
         click.option("--val-fraction", type=float, default=None, help="Fraction of training bins held out as validation blocks [0.1]."),
         click.option("--seed", type=int, default=None, help="Random seed [0]."),
         click.option("--deterministic/--no-deterministic", default=None, help="Use deterministic algorithms [off]."),
@@ -187,7 +187,7 @@ def _data_stem(data: Path | None) -> str:
 
 @main.command("fit")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
-@click.option("--model", type=click.Choice(["cnn", "bn-cnn", "ln"]), default=None, help="Model to fit [cnn].")
+@click.option("--model", type=click.Choice(["cnn", "bn-cnn", "ln"]), default=None, help="Model to fit [bn-cnn].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [runs/<model>-<data stem>-<n>, never overwritten].")
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, help="Continue the unfinished run in this folder from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of the table.")
@@ -222,7 +222,15 @@ def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path
         from .fitting.config import FitConfig
 
         run_dir = next_run_dir("runs", FitConfig.from_dict(options).model, _data_stem(data))
-    metrics = run_fit(data, run_dir, options, resume=resume is not None, progress=not quiet)
+    try:
+        metrics = run_fit(data, run_dir, options, resume=resume is not None, progress=not quiet)
+    except BaseException:
+        if resume is None and out is None:  # the folder named for this fit: drop it if nothing was written (bad data)
+            import contextlib
+
+            with contextlib.suppress(OSError):
+                Path(run_dir).rmdir()  # only an empty folder is removed
+        raise
     if as_json:
         click.echo(json.dumps(metrics, indent=2, default=str))
         return
@@ -241,7 +249,7 @@ def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--cnn-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished CNN run instead of fitting one.")
 @click.option("--ln-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished LN run instead of fitting one.")
-@click.option("--cnn-model", type=click.Choice(["cnn", "bn-cnn"]), default=None, help="CNN variant to fit [cnn].")
+@click.option("--cnn-model", type=click.Choice(["cnn", "bn-cnn"]), default=None, help="CNN variant to fit [bn-cnn].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [runs/compare-<data stem>-<n>].")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of the table.")
 @_fit_options
@@ -554,8 +562,20 @@ def bench_cmd(frames: int, size: int, history: int, cells: int, samples: int, th
 
 
 def run() -> None:
-    """Entry point for the console script."""
-    main(prog_name="retinakit")
+    """Entry point for the console script: usage errors, like all bad input, are one line and exit 2."""
+    try:
+        code = main.main(prog_name="retinakit", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "retinakit"
+        click.echo(f"error: {' '.join(exc.format_message().split()).rstrip('.')}; see '{where} --help'", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

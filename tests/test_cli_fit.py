@@ -26,9 +26,9 @@ def test_fit_then_compare_ln_reusing_the_cnn_run(rec_path, tmp_path, monkeypatch
     runner = CliRunner()
     res = runner.invoke(main, ["fit", str(rec_path), *FAST])
     assert res.exit_code == 0, res.output
-    run = tmp_path / "runs" / "cnn-tiny_wn-1"
+    run = tmp_path / "runs" / "bn-cnn-tiny_wn-1"
     assert (run / "DONE").is_file() and (run / "figures" / "predictions.png").is_file()
-    assert "r/ceil" in res.output and "run: runs/cnn-tiny_wn-1" in res.output
+    assert "r/ceil" in res.output and "run: runs/bn-cnn-tiny_wn-1" in res.output
     assert "mean over" in res.output and "/2 reliable cells" in res.output
     # a second fit never overwrites the first
     res2 = runner.invoke(main, ["fit", str(rec_path), "--model", "ln", "--history", "6", "--json", "-q"])
@@ -36,7 +36,7 @@ def test_fit_then_compare_ln_reusing_the_cnn_run(rec_path, tmp_path, monkeypatch
     assert json.loads(res2.output)["model"] == "ln" and (tmp_path / "runs" / "ln-tiny_wn-1" / "DONE").is_file()
     # resuming a finished run prints its table again
     res3 = runner.invoke(main, ["fit", "--resume", str(run), "-q"])
-    assert res3.exit_code == 0 and "run: runs/cnn-tiny_wn-1" in res3.output
+    assert res3.exit_code == 0 and "run: runs/bn-cnn-tiny_wn-1" in res3.output
 
     out = tmp_path / "cmp"
     res4 = runner.invoke(main, ["compare-ln", str(rec_path), "--cnn-run", str(run), "--out", str(out), "-q"])

@@ -197,3 +197,15 @@ def test_read_only_output_folder_gives_clear_error(tmp_path):
         line = res.stderr.strip()
         assert line.startswith("error: cannot write") and "read-only" in line and "--out" in line
         assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["fit", "--history", "abc"], ["nosuch"], ["data", "inspect"]])
+def test_usage_errors_are_one_line_from_the_console_script(args):
+    import subprocess
+    import sys
+
+    code = "import sys; from retinakit.cli import run; sys.argv = ['retinakit'] + sys.argv[1:]; run()"
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help'" in lines[0], out.stderr

@@ -33,9 +33,11 @@ from retinakit.fitting.checkpoint import load_checkpoint
 from retinakit.fitting.runs import is_finished
 from retinakit.io import save_recording
 
-FIT_OPTIONS = ["--history", "8", "--filters", "2,2", "--kernels", "3,3", "--max-epochs", "5", "--patience", "10", "--batch-size", "400",
+FIT_OPTIONS = ["--model", "bn-cnn", "--history", "8", "--filters", "2,2", "--kernels", "3,3", "--max-epochs", "5", "--patience", "10", "--batch-size", "400",
                "--chunk-len", "100", "--seed", "3", "--device", "cpu", "--deterministic", "--noise-std", "0.1", "-q"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
+REPO = Path(__file__).resolve().parents[1]  # the subprocesses run this checkout's retinakit, wherever it is installed from
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0",
+       "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 TIMEOUT = 300
 
 
@@ -139,25 +141,25 @@ DEFAULT_POINTS = ["after epoch 2", "model.pt written, scoring"]
 
 
 def kill_at(cmd: list[str], run: Path, when: Callable[[Path, float], bool]) -> bool:
-    """Start ``cmd``; SIGKILL it as soon as ``when`` holds. Returns True when it was killed (False: it ended first)."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t0 = time.monotonic()
-    try:
-        while proc.poll() is None:
-            if when(run, time.monotonic() - t0):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=30)
-                return proc.returncode == -signal.SIGKILL
-            if time.monotonic() - t0 > TIMEOUT:
-                raise AssertionError(f"{cmd} did not reach the kill point in {TIMEOUT} s")
-            time.sleep(0.003)
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    """Start ``cmd``; SIGKILL it as soon as ``when`` holds; True when the kill ended it (an error when it ended first)."""
+    errors = run.parent / f"{run.name}.stderr.txt"
+    with open(errors, "wb") as err:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        t0 = time.monotonic()
+        try:
+            while proc.poll() is None:
+                if when(run, time.monotonic() - t0):
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=30)
+                    return proc.returncode == -signal.SIGKILL
+                if time.monotonic() - t0 > TIMEOUT:
+                    raise AssertionError(f"{cmd} did not reach the kill point in {TIMEOUT} s")
+                time.sleep(0.003)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    raise AssertionError(f"the fit ended (exit {proc.returncode}) before the kill point: {errors.read_text()[-2000:]}")
 
 
 def resume(data_file: Path, run: Path) -> subprocess.CompletedProcess[str]:
@@ -173,8 +175,7 @@ def fit_here(*args: str) -> Any:
 
 def _kill_and_resume(data_file: Path, reference: Path, point: str, tmp_path: Path, new_process: bool) -> None:
     run = tmp_path / "run"
-    killed = kill_at(retinakit("fit", str(data_file), "--out", str(run), *FIT_OPTIONS), run, KILL_POINTS[point])
-    assert killed, f"the fit ended before the kill point '{point}'"
+    assert kill_at(retinakit("fit", str(data_file), "--out", str(run), *FIT_OPTIONS), run, KILL_POINTS[point])
     # a killed run never looks finished
     assert not is_finished(run)
     if run.is_dir() and (run / "checkpoint.pt").is_file():
@@ -231,18 +232,25 @@ def test_fit_never_overwrites_a_run(reference: Path, data_file: Path) -> None:
     assert (reference / "metrics.json").read_bytes() == before
 
 
-def test_damaged_checkpoint_on_resume_is_a_clear_error(reference: Path, data_file: Path, tmp_path: Path) -> None:
-    """A checkpoint that fails its checksum is refused on resume (one line, exit 2) and left as it is."""
+@pytest.mark.parametrize("damage", ["edited weight", "truncated"])
+def test_damaged_checkpoint_on_resume_is_a_clear_error(reference: Path, data_file: Path, tmp_path: Path, damage: str) -> None:
+    """A checkpoint that fails its checksum (or cannot be read) is refused on resume (one line, exit 2) and left as it is."""
     run = tmp_path / "damaged"
     shutil.copytree(reference, run)
     (run / "DONE").unlink()
-    b = bytearray((run / "checkpoint.pt").read_bytes())
-    b[len(b) // 2] ^= 0xFF
-    (run / "checkpoint.pt").write_bytes(bytes(b))
+    if damage == "edited weight":  # a valid torch file whose content no longer matches its SHA-256
+        payload = torch.load(run / "checkpoint.pt", weights_only=True)
+        name = sorted(payload["tensors"])[0]
+        payload["tensors"][name] = payload["tensors"][name] + 1
+        torch.save(payload, run / "checkpoint.pt")
+    else:
+        data = (run / "checkpoint.pt").read_bytes()
+        (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    before = (run / "checkpoint.pt").read_bytes()
     res = fit_here(str(data_file), "--resume", str(run))
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: "), res.output
-    assert "checkpoint" in res.stderr
-    assert (run / "checkpoint.pt").read_bytes() == bytes(b) and not is_finished(run)
+    assert ("checksum does not match" if damage == "edited weight" else "cannot be read as a checkpoint") in res.stderr
+    assert (run / "checkpoint.pt").read_bytes() == before and not is_finished(run)
 
 
 def test_atomic_writes_leave_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -317,3 +325,14 @@ def test_temporaries_of_a_killed_write_are_cleaned_and_do_not_block_a_new_fit(tm
     (run / "figures" / ".training.png.a1b2.png").write_bytes(b"\x89PNG half")
     assert sorted(remove_temporaries(run)) == [".checkpoint.pt.zz.pt", "figures/.training.png.a1b2.png"]
     assert (run / ".notes").read_text() == "mine"
+
+
+def test_a_fit_that_fails_on_its_data_leaves_no_empty_run_folder(tmp_path: Path) -> None:
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        res = CliRunner().invoke(main, ["fit", "missing.h5", "-q"])
+    finally:
+        os.chdir(old)
+    assert res.exit_code == 2 and "does not exist" in res.stderr
+    assert list((tmp_path / "runs").iterdir()) == []

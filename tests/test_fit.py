@@ -30,7 +30,7 @@ def tiny_rec():  # noqa: ANN201
 # ----------------------------------------------------------------------------- config
 def test_config_defaults_round_trip_and_did_you_mean() -> None:
     cfg = FitConfig.from_dict({})
-    assert cfg.model == "cnn" and cfg.history == 40 and cfg.lr == pytest.approx(2e-3)
+    assert cfg.model == "bn-cnn" and cfg.history == 40 and cfg.lr == pytest.approx(2e-3)
     assert FitConfig.from_dict({"model": "ln"}).lr == pytest.approx(3e-2)
     assert FitConfig.from_dict(cfg.to_dict()) == cfg
     json.dumps(cfg.to_dict())

@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import shutil
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
@@ -147,7 +146,7 @@ def _rewrite_h5(folder: Path, var: str, value: Any) -> None:
 
 def _rewrite_mat73(folder: Path, var: str, value: Any, base: dict[str, Any]) -> None:
     fname, name = var.split(":")
-    variables = json_copy(base)
+    variables = deep_copy(base)
     parts = name.split(".")
     node = variables
     for p in parts[:-1]:
@@ -159,12 +158,12 @@ def _rewrite_mat73(folder: Path, var: str, value: Any, base: dict[str, Any]) -> 
     write_mat73(folder / fname, variables)
 
 
-def json_copy(obj: Any) -> Any:
+def deep_copy(obj: Any) -> Any:
     """A deep copy of nested dicts/lists of arrays."""
     if isinstance(obj, dict):
-        return {k: json_copy(v) for k, v in obj.items()}
+        return {k: deep_copy(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [json_copy(v) for v in obj]
+        return [deep_copy(v) for v in obj]
     return np.array(obj, copy=True) if isinstance(obj, np.ndarray) else obj
 
 
@@ -437,8 +436,8 @@ def check_import(mapping: Path, direct: Path | None = None) -> str:
         outcome = "ok"
         if direct is None:
             rec = load_recording(out)  # what was written loads again as a validated recording
-            assert isinstance(rec, Recording) and rec.test is not None
-    if direct is None and not mapping.suffix == ".nwb" and "nwb" not in mapping.parent.name:
+            assert isinstance(rec, Recording)
+    if direct is None and "nwb" not in mapping.parent.name:  # (NWB reads take ~1 s: the CLI run suffices there)
         try:  # the library agrees with the CLI
             lib = import_recording(mapping)
             assert isinstance(lib.recording, Recording)
@@ -941,13 +940,13 @@ def test_declared_huge_hdf5_dataset_is_refused(tmp_path: Path) -> None:
     assert check_import(mapping) == "error"
 
 
-def test_cleanup_helpers() -> None:  # the TOML writer round-trips what tomllib reads
+def test_toml_writer_round_trips() -> None:
+    """The fuzzer's TOML writer writes what tomllib reads back."""
     import tomllib
 
     doc = {"version": 1, "spikes": {"file": "a b.mat", "list": [1, 2.5, "x"], "t": {"a": True}, "nan": float("nan")}}
     back = tomllib.loads(to_toml(doc))
     assert back["spikes"]["file"] == "a b.mat" and back["spikes"]["t"] == {"a": True} and math.isnan(back["spikes"]["nan"])
-    shutil.rmtree(tempfile.mkdtemp())
 
 
 # ----------------------------------------------------------------------------- 4. command-line options
@@ -1068,7 +1067,9 @@ def test_mat_files_that_crash_scipy_are_refused(tmp_path: Path) -> None:
         "    r = CliRunner().invoke(main, ['data', 'import', m, '--dry-run'])\n"
         "    print(r.exit_code, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else '')\n"
     )
-    res = subprocess.run([sys.executable, "-c", code, *[str(tmp_path / n / "m.toml") for n in cases]], capture_output=True, text=True, timeout=300)
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout's retinakit, wherever it is installed from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    res = subprocess.run([sys.executable, "-c", code, *[str(tmp_path / n / "m.toml") for n in cases]], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, f"the import crashed (signal {-res.returncode}): {res.stderr[-2000:]}"
     lines = res.stdout.strip().splitlines()
     assert len(lines) == len(cases)

@@ -45,6 +45,7 @@ def compare_ln(
     ``ln_options`` to one of them. Writes ``compare.csv``, ``compare.json`` and
     ``compare.png`` (LN vs CNN r/ceiling) into ``out`` and returns the JSON content.
     """
+    from ..fitting.config import FitConfig
     from ..fitting.runs import next_run_dir, resolve_data, run_fit
 
     options = dict(options or {})
@@ -85,7 +86,7 @@ def compare_ln(
             continue
         extra = dict(cnn_options or {}) if label == "cnn" else dict(ln_options or {})
         opts = {**options, **extra}
-        opts.setdefault("model", "cnn" if label == "cnn" else "ln")
+        opts.setdefault("model", FitConfig().model if label == "cnn" else "ln")
         if label == "cnn" and opts["model"] not in ("cnn", "bn-cnn"):
             raise ConfigError(f"the CNN side must be model cnn or bn-cnn, got {opts['model']!r}", "--cnn-model")
         run_dir = out_dir / label

@@ -19,6 +19,11 @@ LN_METHODS = ("auto", "sta", "ridge", "gd")
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
 
+# Bins per batch when none is given: the plain CNN learns more per epoch with large batches
+# (its hidden units die more often under noisy small-batch updates), the batch-norm CNN and the
+# LN with small ones (more steps per epoch).
+DEFAULT_BATCH = {"cnn": 2000, "bn-cnn": 500, "ln": 500}
+
 # Keys that may differ when a run is resumed (they do not change what is being fit).
 RUNTIME_KEYS = ("device", "max_epochs", "patience", "deterministic", "mixed_precision")
 
@@ -29,14 +34,17 @@ class FitConfig:
 
     Attributes
     ----------
-    model : ``cnn`` (McIntosh et al. 2016), ``bn-cnn`` (batch-norm variant) or ``ln``.
+    model : ``bn-cnn`` (the default: McIntosh et al. 2016 with batch norm, Tanaka et al. 2019;
+        it reaches in ~10 epochs what the plain CNN does not reach in 25 on the sample), ``cnn``
+        (McIntosh et al. 2016 as published) or ``ln``.
     history : frames of stimulus history the model sees (40 = 400 ms at 100 Hz).
     filters, kernels : CNN channels and kernel sizes of the two conv layers (``kernels=None``:
         the reference 15/11, scaled down for frames smaller than 50 pixels; see ``geometry_note``).
     lr, l2, l1 : Adam learning rate (default 2e-3 for the CNNs, 3e-2 for the LN); L2 penalty on weights; L1 penalty on output activity
         (mean over bins of the summed predicted counts).
     noise_std : s.d. of the Gaussian noise on hidden activations while training (CNN).
-    batch_size : bins per batch; ``chunk_len`` : bins per contiguous chunk of movie in a batch.
+    batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
+        ``chunk_len`` : bins per contiguous chunk of movie in a batch.
     max_epochs, patience : epoch limit; early stopping after ``patience`` epochs without a lower
         validation loss. ``lr_patience``, ``lr_factor``: learning-rate reduction on plateau.
     val_fraction, val_blocks : fraction of the training bins held out for validation, as
@@ -57,7 +65,7 @@ class FitConfig:
         unreliable and left out of summary means.
     """
 
-    model: str = "cnn"
+    model: str = "bn-cnn"
     history: int = 40
     filters: list[int] = field(default_factory=lambda: [8, 8])
     kernels: list[int] | None = None
@@ -65,10 +73,10 @@ class FitConfig:
     l2: float = 1e-3
     l1: float = 1e-3
     noise_std: float = 0.05
-    batch_size: int = 2000
+    batch_size: int | None = None
     chunk_len: int = 250
-    max_epochs: int = 20
-    patience: int = 3
+    max_epochs: int = 12
+    patience: int = 4
     lr_patience: int = 1
     lr_factor: float = 0.5
     val_fraction: float = 0.1
@@ -127,6 +135,8 @@ class FitConfig:
         self.l2 = _float("l2", self.l2, 0.0, 1e3)
         self.l1 = _float("l1", self.l1, 0.0, 1e3)
         self.noise_std = _float("noise_std", self.noise_std, 0.0, 10.0)
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH.get(self.model, 500)
         self.batch_size = _int("batch_size", self.batch_size, 1, 10_000_000)
         self.chunk_len = _int("chunk_len", self.chunk_len, 1, 1_000_000)
         self.max_epochs = _int("max_epochs", self.max_epochs, 0, 100_000)

@@ -14,6 +14,7 @@ times (a recording made of several blocks).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -299,22 +300,20 @@ def train(
     from tqdm.auto import tqdm
 
     from ..atomic import write_text
-    import json
 
     model.to(device)
     amp = bool(cfg.mixed_precision and device.type == "cuda")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
-    state = TrainState()
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if not resume:
-        init_output_level(model, data.y[torch.from_numpy(data.fit_mask)].mean(dim=0))
-        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if resume:
         state, best, _ = load_training_checkpoint(checkpoint_path, model, opt, sched)
         _move_optimizer(opt, device)
         if state.stopped.startswith("reached max_epochs") and state.epoch < cfg.max_epochs:
             state.stopped = ""  # resumed with a larger epoch budget
+    else:
+        state = TrainState()
+        init_output_level(model, data.y[torch.from_numpy(data.fit_mask)].mean(dim=0))
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     h = data.history
     starts, weights, L = make_chunks(data.fit_mask, h, cfg.chunk_len)

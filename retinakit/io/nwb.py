@@ -189,6 +189,11 @@ def read_intervals(path: Path, name: str, column: str | None = None, value: Any 
         table = tables[name]
         start = np.asarray(table["start_time"].data[:], dtype=np.float64)
         stop = np.asarray(table["stop_time"].data[:], dtype=np.float64)
+        if start.ndim != 1 or stop.shape != start.shape:
+            raise FormatError(f"intervals table '{name}': start_time and stop_time must be 1-D columns of one length, got shapes {start.shape} and {stop.shape}", str(path),
+                              "check that it is a valid NWB 2.x file (e.g. with nwbinspector)")
+        if not (np.all(np.isfinite(start)) and np.all(np.isfinite(stop))):
+            raise DataError(f"intervals table '{name}' has NaN or infinite start/stop times", str(path), "fix or drop those rows")
         if column is not None:
             if column not in table.colnames:
                 raise ConfigError(f"repeats.column: '{column}' is not a column of '{name}'", fix=f"columns: {', '.join(table.colnames)}")

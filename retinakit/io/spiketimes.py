@@ -257,7 +257,10 @@ def mean_frame_interval(frame_times: np.ndarray, jitter: float) -> float:
 
 def repeat_frames_from_length(length: float, length_unit: str, frame_dt: float) -> int:
     """Number of frames of the repeated segment from its length in seconds (at frame interval ``frame_dt``) or frames."""
-    n = int(round(length / frame_dt)) if length_unit == "seconds" else int(length)
+    frames = length / frame_dt if length_unit == "seconds" else length
+    if not np.isfinite(frames) or abs(frames) > 2**40:  # e.g. a damaged stop time: longer than any recording
+        raise DataError(f"the repeated segment ({length:g} {length_unit}) is longer than any recording could be", fix="check repeats.length and repeats.length_unit (or the repeats' stop times)")
+    n = int(round(frames))
     if n < 1:
         raise DataError(f"the repeated segment ({length:g} {length_unit}) is shorter than one frame ({1e3 * frame_dt:.2f} ms)", fix="check repeats.length and repeats.length_unit")
     return n

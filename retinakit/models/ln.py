@@ -343,7 +343,7 @@ def fit_ln_revcorr(data: Any, method: str = "sta", rank: int = 1, crop: int | No
             if method == "sta":
                 cand = _sta_candidate(sta[c], z4, box, rank, h)
             else:
-                cand = _ridge_candidate(z4, y[:, c], fit, val, fit_rows, box, h, sta[c], centres[c])
+                cand = _ridge_candidate(z4, y[:, c], fit, val, fit_rows, box, h, sta[c])
             g = cand["g"]
             kx, ky = fit_binned_nonlinearity(g[fit], y[fit, c], n_bins)
             r_val = _corr(apply_binned(g[val], kx, ky), y[val, c])
@@ -438,7 +438,7 @@ def _subsample_ranges(mask: np.ndarray, max_rows: int, piece: int = 256) -> list
 
 
 def _ridge_candidate(z4: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.ndarray, fit_rows: np.ndarray, box: tuple[int, int, int, int],
-                     h: int, sta_c: np.ndarray, centre: tuple[int, int], n_iter: int = 4, max_rows: int = 16000) -> dict[str, Any]:
+                     h: int, sta_c: np.ndarray, n_iter: int = 4, max_rows: int = 16000) -> dict[str, Any]:
     """Rank-1 ridge regression in a crop by alternating exact temporal and spatial solves.
 
     Temporal step: least squares on the lagged projection of the crop on the spatial profile
@@ -519,7 +519,7 @@ def _install(model: LN, c: int, best: dict[str, Any], rank: int, hw: tuple[int, 
 
 
 # ----------------------------------------------------------------------------- gradient descent
-def init_ln_for_gd(model: LN, data: Any, crop: int | None = None, seed: int | None = None) -> None:
+def init_ln_for_gd(model: LN, data: Any, crop: int | None = None) -> None:
     """Prepare an LN model for end-to-end gradient descent: crop boxes around the STA peaks
     (``crop`` side; ``None``: half the smaller frame side, at least 5), small random filters
     (from the current torch seed), and the bias set so the initial output is the mean count."""
