@@ -201,9 +201,10 @@ def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path
     Writes a run folder (config.json, model.pt, checkpoint.pt, log.jsonl, metrics.json,
     cells.csv, figures/, DONE) and prints the per-cell table.
     Examples:
-      retinakit fit                              CNN on the bundled sample
+      retinakit fit                              batch-norm CNN on the bundled sample
       retinakit fit rec.h5 --model ln            LN baseline
-      retinakit fit --resume runs/cnn-rec-1      continue an interrupted fit
+      retinakit fit rec.h5 --model cnn           the CNN exactly as published
+      retinakit fit --resume runs/bn-cnn-rec-1   continue an interrupted fit
     """
     from .fitting.runs import format_cell_table, next_run_dir, run_fit
 
@@ -261,7 +262,7 @@ def compare_ln_cmd(data: Path | None, cnn_run: Path | None, ln_run: Path | None,
     Writes compare.csv, compare.json and compare.png (LN vs CNN r/ceiling per cell) to --out.
     Examples:
       retinakit compare-ln                       both fits on the bundled sample
-      retinakit compare-ln rec.h5 --cnn-run runs/cnn-rec-1
+      retinakit compare-ln rec.h5 --cnn-run runs/bn-cnn-rec-1
     """
     from .evaluation.compare import compare_ln, format_compare_table
 

@@ -87,3 +87,26 @@ def test_probe_list_and_bad_input_exit_2(runs: dict[str, Path], tmp_path: Path) 
         code, out = invoke(*args)
         assert code == 2, (args, out)
         assert out.startswith("error: ") and msg in out and len(out.strip().splitlines()) == 1, out
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CNN (history 10, 2+2 filters, 1 epoch, 2 cells) fit to the bundled natural-scene sample."""
+    from retinakit.fitting import run_fit
+    from retinakit.sample import sample_path
+
+    out = tmp_path_factory.mktemp("sample_run") / "cnn"
+    run_fit(sample_path(), out, {"model": "cnn", "history": 10, "filters": [2, 2], "max_epochs": 1, "cells": [1, 2]}, progress=False)
+    return out
+
+
+def test_every_probe_runs_on_a_cnn_fit_to_the_bundled_sample(sample_run: Path) -> None:
+    for name in probe_names():
+        args = ["probe", str(sample_run), "--stimulus", name, "-q"]
+        for k, v in FAST[name].items():
+            args += ["--param", f"{k}={v}"]
+        code, out = invoke(*args)
+        assert code == 0, (name, out)
+        doc = strict_json(sample_run / "probes" / name / "result.json")
+        assert doc["probe"] == name and doc["model"]["cell_ids"] == [1, 2]
+        assert doc["model"]["frame_shape"] == [32, 32]
