@@ -173,7 +173,7 @@ def fit_here(*args: str) -> Any:
         return CliRunner().invoke(main, ["fit", *args, *FIT_OPTIONS])
 
 
-def _kill_and_resume(data_file: Path, reference: Path, point: str, tmp_path: Path, new_process: bool) -> None:
+def check_kill_and_resume(data_file: Path, reference: Path, point: str, tmp_path: Path, new_process: bool) -> None:
     run = tmp_path / "run"
     assert kill_at(retinakit("fit", str(data_file), "--out", str(run), *FIT_OPTIONS), run, KILL_POINTS[point])
     # a killed run never looks finished
@@ -192,14 +192,14 @@ def _kill_and_resume(data_file: Path, reference: Path, point: str, tmp_path: Pat
 @pytest.mark.parametrize("point", DEFAULT_POINTS)
 def test_kill_and_resume(data_file: Path, reference: Path, point: str, tmp_path: Path) -> None:
     """Default run: 2 kill points, resumed in this process."""
-    _kill_and_resume(data_file, reference, point, tmp_path, new_process=False)
+    check_kill_and_resume(data_file, reference, point, tmp_path, new_process=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_and_resume_slow(data_file: Path, reference: Path, point: str, tmp_path: Path) -> None:
     """All 10 kill points, each resumed by a new `retinakit fit --resume` process."""
-    _kill_and_resume(data_file, reference, point, tmp_path, new_process=True)
+    check_kill_and_resume(data_file, reference, point, tmp_path, new_process=True)
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ corruptions = st.tuples(
 )
 
 
-def _run_corruption(tmp_path_factory, case) -> None:
+def check_corruption_case(tmp_path_factory, case) -> None:
     compressed, flips, cut = case
     path = tmp_path_factory.mktemp("fz") / "broken.h5"
     path.write_bytes(mutate(template(compressed), flips, cut))
@@ -87,14 +87,14 @@ def _run_corruption(tmp_path_factory, case) -> None:
 @FAST
 @given(case=corruptions)
 def test_fuzz_bitflips_and_truncation(tmp_path_factory, case):
-    _run_corruption(tmp_path_factory, case)
+    check_corruption_case(tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=corruptions)
 def test_fuzz_bitflips_and_truncation_slow(tmp_path_factory, case):
-    _run_corruption(tmp_path_factory, case)
+    check_corruption_case(tmp_path_factory, case)
 
 
 # structural mutations: replace one dataset with arbitrary content
@@ -114,7 +114,7 @@ arrays = st.one_of(
 )
 
 
-def _run_structural(tmp_path_factory, name, arr, delete_instead) -> None:
+def check_structural_case(tmp_path_factory, name, arr, delete_instead) -> None:
     path = tmp_path_factory.mktemp("fs") / "edited.h5"
     path.write_bytes(template(False))
     with h5py.File(path, "r+") as f:
@@ -128,14 +128,14 @@ def _run_structural(tmp_path_factory, name, arr, delete_instead) -> None:
 @FAST
 @given(name=st.sampled_from(DATASETS), arr=arrays, delete_instead=st.booleans())
 def test_fuzz_structure(tmp_path_factory, name, arr, delete_instead):
-    _run_structural(tmp_path_factory, name, arr, delete_instead)
+    check_structural_case(tmp_path_factory, name, arr, delete_instead)
 
 
 @pytest.mark.slow
 @SLOW
 @given(name=st.sampled_from(DATASETS), arr=arrays, delete_instead=st.booleans())
 def test_fuzz_structure_slow(tmp_path_factory, name, arr, delete_instead):
-    _run_structural(tmp_path_factory, name, arr, delete_instead)
+    check_structural_case(tmp_path_factory, name, arr, delete_instead)
 
 
 def test_valid_template_loads(tmp_path):

@@ -476,7 +476,7 @@ def byte_cases(draw: Any, formats: list[str] = FORMATS) -> tuple[str, str, list[
     return fmt, target, flips, cut, direct
 
 
-def _run_bytes(tmp_path_factory: Any, case: tuple[str, str, list[tuple[int, int]], int | None, bool]) -> None:
+def check_bytes_case(tmp_path_factory: Any, case: tuple[str, str, list[tuple[int, int]], int | None, bool]) -> None:
     fmt, target, flips, cut, direct = case
     folder = tmp_path_factory.mktemp(f"fb_{fmt}")
     mapping = template(fmt).materialise(folder)
@@ -488,14 +488,14 @@ def _run_bytes(tmp_path_factory: Any, case: tuple[str, str, list[tuple[int, int]
 @FAST
 @given(case=byte_cases())
 def test_fuzz_bytes(tmp_path_factory: Any, case: Any) -> None:
-    _run_bytes(tmp_path_factory, case)
+    check_bytes_case(tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=byte_cases())
 def test_fuzz_bytes_slow(tmp_path_factory: Any, case: Any) -> None:
-    _run_bytes(tmp_path_factory, case)
+    check_bytes_case(tmp_path_factory, case)
 
 
 # ----------------------------------------------------------------------------- 2. structure
@@ -719,7 +719,7 @@ def structure_cases(draw: Any, formats: list[str] = FORMATS) -> tuple[str, str, 
     return fmt, var, how, draw(st.integers(0, 7)), draw(st.integers(0, 1000)), fmt == "nwb" and draw(st.booleans())
 
 
-def _run_structure(tmp_path_factory: Any, case: tuple[str, str, str, int, int, bool]) -> None:
+def check_structure_case(tmp_path_factory: Any, case: tuple[str, str, str, int, int, bool]) -> None:
     fmt, var, how, k, seed, direct = case
     tpl = template(fmt)
     folder = tmp_path_factory.mktemp(f"fs_{fmt}")
@@ -758,14 +758,14 @@ def _npy_bomb(k: int) -> bytes:
 @FAST
 @given(case=structure_cases())
 def test_fuzz_structure(tmp_path_factory: Any, case: Any) -> None:
-    _run_structure(tmp_path_factory, case)
+    check_structure_case(tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=structure_cases())
 def test_fuzz_structure_slow(tmp_path_factory: Any, case: Any) -> None:
-    _run_structure(tmp_path_factory, case)
+    check_structure_case(tmp_path_factory, case)
 
 
 # ----------------------------------------------------------------------------- 3. mappings
@@ -856,7 +856,7 @@ def mapping_cases(draw: Any) -> tuple[str, str]:
     return fmt, text
 
 
-def _run_mapping(tmp_path_factory: Any, case: tuple[str, str]) -> None:
+def check_mapping_case(tmp_path_factory: Any, case: tuple[str, str]) -> None:
     fmt, text = case
     folder = tmp_path_factory.mktemp(f"fm_{fmt}")
     mapping = template(fmt).materialise(folder)
@@ -870,14 +870,14 @@ def _run_mapping(tmp_path_factory: Any, case: tuple[str, str]) -> None:
 @FAST
 @given(case=mapping_cases())
 def test_fuzz_mappings(tmp_path_factory: Any, case: Any) -> None:
-    _run_mapping(tmp_path_factory, case)
+    check_mapping_case(tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=mapping_cases())
 def test_fuzz_mappings_slow(tmp_path_factory: Any, case: Any) -> None:
-    _run_mapping(tmp_path_factory, case)
+    check_mapping_case(tmp_path_factory, case)
 
 
 # ----------------------------------------------------------------------------- fixed cases
@@ -972,7 +972,7 @@ def cli_cases(draw: Any) -> tuple[str, list[tuple[str, str]]]:
     return cmd, opts
 
 
-def _run_cli(tmp_path_factory: Any, case: tuple[str, list[tuple[str, str]]]) -> None:
+def check_cli_case(tmp_path_factory: Any, case: tuple[str, list[tuple[str, str]]]) -> None:
     cmd, opts = case
     folder = tmp_path_factory.mktemp("fc")
     args = cmd.split()
@@ -1022,14 +1022,14 @@ def template_h5() -> bytes:
 @FAST
 @given(case=cli_cases())
 def test_fuzz_cli_options(tmp_path_factory: Any, case: Any) -> None:
-    _run_cli(tmp_path_factory, case)
+    check_cli_case(tmp_path_factory, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=cli_cases())
 def test_fuzz_cli_options_slow(tmp_path_factory: Any, case: Any) -> None:
-    _run_cli(tmp_path_factory, case)
+    check_cli_case(tmp_path_factory, case)
 
 
 # ----------------------------------------------------------------------------- scipy crash regressions

@@ -215,7 +215,7 @@ def _zip_bytes() -> bytes:
 damage = st.tuples(st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 7)), max_size=6), st.one_of(st.none(), st.integers(0, 10**7)))
 
 
-def _run_damage(tmp_path_factory: Any, model_file: Path, case: tuple[list[tuple[int, int]], int | None]) -> None:
+def check_damage_case(tmp_path_factory: Any, model_file: Path, case: tuple[list[tuple[int, int]], int | None]) -> None:
     flips, cut = case
     b = bytearray(model_file.read_bytes())
     for pos, bit in flips:
@@ -237,11 +237,11 @@ def _run_damage(tmp_path_factory: Any, model_file: Path, case: tuple[list[tuple[
 @FAST
 @given(case=damage)
 def test_fuzz_model_file(tmp_path_factory: Any, model_file: Path, case: Any) -> None:
-    _run_damage(tmp_path_factory, model_file, case)
+    check_damage_case(tmp_path_factory, model_file, case)
 
 
 @pytest.mark.slow
 @SLOW
 @given(case=damage)
 def test_fuzz_model_file_slow(tmp_path_factory: Any, model_file: Path, case: Any) -> None:
-    _run_damage(tmp_path_factory, model_file, case)
+    check_damage_case(tmp_path_factory, model_file, case)
