@@ -13,7 +13,7 @@ from .recording import Recording, Split
 
 
 def load_recording(path, cells=None, rate_keys=None):  # noqa: ANN001, ANN201 - re-exported, typed in io
-    """Load a recording file (see :func:`retinakit.io.load_recording`)."""
+    """Load a recording file, or a bundled sample by name (``"sample"``, ``"sample:whitenoise"``); see :func:`retinakit.io.load_recording`."""
     from .io import load_recording as _load
 
     return _load(path, cells=cells, rate_keys=rate_keys)
@@ -26,7 +26,7 @@ def save_recording(rec, path):  # noqa: ANN001, ANN201
     return _save(rec, path)
 
 
-_API = ("fit", "load_run", "evaluate", "compare_ln", "FitResult")
+_API = ("fit", "load_run", "evaluate", "compare_ln", "FitResult", "ScoreResult", "CompareResult")
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of retinakit.api (torch loads only when used)
@@ -38,7 +38,7 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy re-exports of retinakit.api (
 
 
 __all__ = [
-    "fit", "load_run", "evaluate", "compare_ln", "FitResult",
+    "fit", "load_run", "evaluate", "compare_ln", "FitResult", "ScoreResult", "CompareResult",
     "__version__", "Recording", "Split", "load_recording", "save_recording",
     "RetinakitError", "DataError", "FormatError", "ConfigError", "ModelError", "CheckpointError", "OutputError",
 ]

@@ -1,6 +1,8 @@
 """The bundled sample recordings: simulated on first use into a cache folder (works offline).
 
-``retinakit fit`` with no data argument uses :func:`sample_path`. The sample is made by the
+``retinakit fit`` with no data argument uses :func:`sample_path`. Wherever a recording is
+taken (CLI and API), the names ``sample`` (the natural-scene sample) and ``sample:<kind>``
+(e.g. ``sample:whitenoise``) stand for these files (:func:`resolve_sample`). The sample is made by the
 simulated retina (:mod:`retinakit.simulate`) from :data:`SAMPLE_SPECS`, deterministically; the
 file name carries the simulator version and a hash of the spec, so a changed spec or simulator
 makes a new file instead of reusing a stale one. The cache folder is ``$RETINAKIT_CACHE``, else
@@ -110,3 +112,59 @@ def sample_path(kind: str = "naturalscene", progress: bool = True) -> Path:
 
     simulate_to_file(_resolved_spec(kind), path, progress=progress)
     return path
+
+
+SAMPLE_NAME = "sample"
+
+
+def sample_kind(name: str | os.PathLike[str]) -> str | None:
+    """The sample kind a recording argument names: ``sample`` -> ``naturalscene``,
+    ``sample:whitenoise`` -> ``whitenoise``; ``None`` when it names no sample.
+
+    Raises :class:`~retinakit.errors.ConfigError` for ``sample:<unknown kind>``.
+    """
+    text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        return None
+    if text == SAMPLE_NAME:
+        return "naturalscene"
+    if text.startswith(SAMPLE_NAME + ":"):
+        kind = text[len(SAMPLE_NAME) + 1 :]
+        if kind not in SAMPLE_SPECS:
+            raise ConfigError(f"there is no bundled sample '{kind}' (in '{text}')",
+                              fix=f"use one of {', '.join(['sample'] + [f'sample:{k}' for k in sorted(SAMPLE_SPECS)])}")
+        return kind
+    return None
+
+
+def resolve_sample(data: Any, progress: bool | None = None) -> Any:
+    """``data`` with a sample name (``sample``, ``sample:<kind>``) replaced by the sample's file
+    (simulated on first use; ``progress=None``: a bar only when stderr is a terminal); anything
+    else (a path, a Recording, None) is returned unchanged.
+
+    An existing file or folder of that name wins over the sample.
+    """
+    if not isinstance(data, (str, os.PathLike)) or Path(data).exists():
+        return data
+    kind = sample_kind(data)
+    if kind is None:
+        return data
+    if progress is None:
+        import sys
+
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return sample_path(kind, progress=progress)
+
+
+def data_label(path: str | os.PathLike[str] | None) -> str:
+    """A short name for a recording in run-folder names: ``sample`` / ``sample-<kind>`` for the
+    bundled samples (natural scenes are plain ``sample``), else the file's stem."""
+    if path is None:
+        return SAMPLE_NAME
+    kind = sample_kind(path)
+    name = Path(path).name
+    if kind is None and name.startswith("sample-") and name.endswith(".h5"):
+        kind = next((k for k in SAMPLE_SPECS if name.startswith(f"sample-{k}-sim")), None)
+    if kind is not None:
+        return SAMPLE_NAME if kind == "naturalscene" else f"{SAMPLE_NAME}-{kind}"
+    return Path(path).stem or "data"

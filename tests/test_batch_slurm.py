@@ -37,8 +37,8 @@ def _cluster() -> bool:
 def needs_cluster() -> None:
     """Skip (asked only when a test of this file actually runs) unless a SLURM controller answers."""
     if not _cluster():
-        pytest.skip("no SLURM cluster answers (sinfo missing or failing); start one with "
-                    "`bash shared/slurm/start-slurm.sh` (root) to run these")
+        pytest.skip("no SLURM cluster answers (sinfo missing or failing); these tests need a running "
+                    "SLURM controller (.ci/run starts a single-node one when it has it)")
 
 SWEEP = """
 [sweep]
@@ -136,7 +136,7 @@ def test_array_cancel_rerun_collect(tmp_path: Path, recordings: dict[str, Path])
 
 
 def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path: Path, recordings: dict[str, Path]) -> None:
-    text = SWEEP.replace("max_epochs = 2", "max_epochs = 40\npatience = 40").replace(
+    text = SWEEP.replace("max_epochs = 2", "max_epochs = 40\nmax_steps = 10000000\npatience = 40").replace(
         "[grid]\nlr = [0.001, 0.01]\nseed = [0, 1]", "[grid]\nseed = [3]")
     sweep_path = sweep_file(tmp_path, recordings["long"], text)
     res = CliRunner().invoke(main, ["batch", "run", str(sweep_path), "--executor", "slurm", "--quiet"])
@@ -176,7 +176,7 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path: Pat
 
 def test_cancelled_running_job_fails_and_its_rerun_resumes(tmp_path: Path, recordings: dict[str, Path]) -> None:
     # a fit far too long to end by itself during the test (nor during SLURM's kill grace time)
-    text = SWEEP.replace("max_epochs = 2", "max_epochs = 5000\npatience = 5000").replace(
+    text = SWEEP.replace("max_epochs = 2", "max_epochs = 5000\nmax_steps = 10000000\npatience = 5000").replace(
         "[grid]\nlr = [0.001, 0.01]\nseed = [0, 1]", "[grid]\nseed = [4]")
     sweep_path = sweep_file(tmp_path, recordings["long"], text)
     runner = CliRunner()
@@ -204,7 +204,7 @@ def test_cancelled_running_job_fails_and_its_rerun_resumes(tmp_path: Path, recor
 @pytest.mark.slow
 def test_job_at_its_time_limit_is_requeued_and_finishes(tmp_path: Path, recordings: dict[str, Path]) -> None:
     # a 1-minute limit with the warning 30 s before it: SLURM itself sends USR2 (sbatch --signal)
-    text = SWEEP.replace("max_epochs = 2", "max_epochs = 150\npatience = 150").replace(
+    text = SWEEP.replace("max_epochs = 2", "max_epochs = 150\nmax_steps = 10000000\npatience = 150").replace(
         "[grid]\nlr = [0.001, 0.01]\nseed = [0, 1]", "[grid]\nseed = [5]").replace("time_min = 10", "time_min = 1")
     sweep_path = sweep_file(tmp_path, recordings["long"], text)
     assert CliRunner().invoke(main, ["batch", "run", str(sweep_path), "--executor", "slurm", "--quiet"]).exit_code == 0

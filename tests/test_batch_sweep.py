@@ -109,6 +109,15 @@ def test_cell_groups_and_sample(tmp_path: Path) -> None:
     assert sweep.points[2].label(sweep.swept_keys) == "cells=all"
 
 
+def test_named_sample_kinds(tmp_path: Path) -> None:
+    from retinakit.sample import sample_name
+
+    sweep = load_sweep(write(tmp_path, '[fit]\ndata = "sample:whitenoise"\n'), check_data=False)
+    assert sweep.points[0].data is not None and sweep.points[0].data.name == sample_name("whitenoise")
+    with pytest.raises(ConfigError, match="no bundled sample 'pinknoise'"):
+        load_sweep(write(tmp_path, '[fit]\ndata = "sample:pinknoise"\n', "bad.toml"), check_data=False)
+
+
 def test_no_tables_gives_one_point_with_defaults(tmp_path: Path) -> None:
     sweep = load_sweep(write(tmp_path, "", "single.toml"))
     assert len(sweep.points) == 1 and sweep.points[0].params == {}

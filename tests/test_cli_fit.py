@@ -33,7 +33,7 @@ def test_fit_then_compare_ln_reusing_the_cnn_run(rec_path, tmp_path, monkeypatch
     # a second fit never overwrites the first
     res2 = runner.invoke(main, ["fit", str(rec_path), "--model", "ln", "--history", "6", "--json", "-q"])
     assert res2.exit_code == 0, res2.output
-    assert json.loads(res2.output)["model"] == "ln" and (tmp_path / "runs" / "ln-tiny_wn-1" / "DONE").is_file()
+    assert json.loads(res2.stdout)["model"] == "ln" and (tmp_path / "runs" / "ln-tiny_wn-1" / "DONE").is_file()
     # resuming a finished run prints its table again
     res3 = runner.invoke(main, ["fit", "--resume", str(run), "-q"])
     assert res3.exit_code == 0 and "run: runs/bn-cnn-tiny_wn-1" in res3.output
@@ -63,11 +63,12 @@ def test_compare_ln_fits_both(rec_path, tmp_path) -> None:  # noqa: ANN001
         (["fit", "{rec}", "--filters", "a,b"], "--filters"),
         (["fit", "{tmp}/missing.h5"], "does not exist"),
         (["fit", "--resume", "{tmp}"], "run config"),
-        (["compare-ln", "{rec}", "--cnn-run", "{tmp}"], "has not finished"),
+        (["compare-ln", "{rec}", "--cnn-run", "{tmp}"], "--cnn-run '{tmp}' is an empty folder, not a run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(rec_path, tmp_path, args, message) -> None:  # noqa: ANN001
     args = [a.format(rec=rec_path, tmp=tmp_path) for a in args]
+    message = message.format(tmp=tmp_path)
     res = CliRunner().invoke(main, [*args, "-q"])
     assert res.exit_code == 2, res.output
     assert message in res.output and res.output.startswith("error: ") and res.output.count("\n") == 1

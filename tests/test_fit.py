@@ -217,7 +217,7 @@ def test_next_run_dir_never_reuses_a_folder(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_load_run_errors(tmp_path) -> None:  # noqa: ANN001
-    with pytest.raises(CheckpointError, match="has not finished"):
+    with pytest.raises(CheckpointError, match="is an empty folder, not a run"):
         (tmp_path / "r").mkdir()
         load_run(tmp_path / "r")
     with pytest.raises(CheckpointError, match="does not exist"):

@@ -72,22 +72,31 @@ def white_data(white: tuple[Recording, np.ndarray]):  # noqa: ANN201
     return prepare_data(white[0], FitConfig.from_dict({"model": "ln", "history": HISTORY}))
 
 
-def random_ln(rank: int, nonlinearity: str, seed: int = 0) -> LN:
+def random_ln(rank: int, nonlinearity: str, seed: int = 0, n_filters: int = 1) -> LN:
     torch.manual_seed(seed)
-    m = LN(HISTORY, (6, 7), 3, rank=rank, nonlinearity=nonlinearity, n_knots=8)
+    m = LN(HISTORY, (6, 7), 3, rank=rank, nonlinearity=nonlinearity, n_knots=8, n_filters=n_filters)
     with torch.no_grad():
         for p in m.parameters():
             p.normal_()
         m.set_crop(1, (1, 4, 2, 6))
-        if nonlinearity == "binned":
+        if nonlinearity != "softplus":
             m.knots_x.copy_(torch.sort(torch.randn(3, 8) * 3, dim=1).values)
             m.knots_y.copy_(torch.rand(3, 8))
+        if nonlinearity == "monotone":
+            m.knots_y.copy_(torch.sort(m.knots_y, dim=1).values)
+            m.tail_slope.copy_(torch.rand(3))
+        if n_filters == 2:
+            m.set_crop(2, (0, 3, 0, 3), which=2)
+            m.knots_x2.copy_(torch.sort(torch.randn(3, 8) * 3, dim=1).values)
+            m.knots_y2.copy_(torch.sort(torch.rand(3, 8), dim=1).values)
+            m.tail_slope2.copy_(torch.rand(3))
     return m.eval()
 
 
-@pytest.mark.parametrize("rank,nonlinearity", [(1, "binned"), (0, "binned"), (1, "softplus"), (0, "softplus")])
-def test_forward_chunks_equals_forward_on_every_window(rank: int, nonlinearity: str) -> None:
-    m = random_ln(rank, nonlinearity)
+@pytest.mark.parametrize("rank,nonlinearity,n_filters", [(1, "binned", 1), (0, "binned", 1), (1, "softplus", 1), (0, "softplus", 1),
+                                                         (1, "monotone", 1), (0, "monotone", 1), (1, "monotone", 2)])
+def test_forward_chunks_equals_forward_on_every_window(rank: int, nonlinearity: str, n_filters: int) -> None:
+    m = random_ln(rank, nonlinearity, n_filters=n_filters)
     z = torch.randn(2, 30 + HISTORY, 6, 7)
     chunks = m.forward_chunks(z)
     for k in range(2):
@@ -111,8 +120,9 @@ def test_causal_future_frames_do_not_change_the_output() -> None:
     assert np.all(np.isnan(p[:HISTORY])) and np.all(np.isfinite(p[HISTORY:]))
 
 
-def test_spec_round_trip_and_build_model() -> None:
-    m = random_ln(1, "binned")
+@pytest.mark.parametrize("nonlinearity,n_filters", [("binned", 1), ("monotone", 1), ("monotone", 2)])
+def test_spec_round_trip_and_build_model(nonlinearity: str, n_filters: int) -> None:
+    m = random_ln(1, nonlinearity, n_filters=n_filters)
     m2 = model_from_spec(m.spec())
     m2.load_state_dict(m.state_dict())
     x = torch.randn(5, HISTORY, 6, 7)
@@ -130,7 +140,7 @@ def test_binned_nonlinearity_matches_numpy_and_is_flat_beyond_the_ends() -> None
     kx, ky = fit_binned_nonlinearity(g, y, 10)
     assert np.all(np.diff(kx) > 0) and np.all(ky > 0)
     assert ky[-1] > 3 * ky[0]  # it follows the exponential
-    m = LN(1, (), 1, n_knots=10)
+    m = LN(1, (), 1, n_knots=10, nonlinearity="binned")
     m.knots_x[0] = torch.as_tensor(kx)
     m.knots_y[0] = torch.as_tensor(ky)
     probe = np.array([-10.0, -1.0, 0.0, 0.7, 10.0])

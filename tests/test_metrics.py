@@ -13,7 +13,7 @@ def test_hand_computed_example() -> None:
     # two repeats of four bins, one cell; prediction in counts per bin
     rep = np.array([[0, 1, 2, 1], [1, 1, 3, 1]], dtype=float)[:, :, None]
     pred = np.array([1, 2, 3, 2], dtype=float)[:, None]
-    s = score(pred, rep, min_reliability=0.3)
+    s = score(pred, rep, min_reliability=0.3, min_signal_z=0.0)
     # mean = [0.5, 1, 2.5, 1]; centred pred [-1, 0, 1, 0], centred mean [-.75, -.25, 1.25, -.25]
     # r = 2 / sqrt(2 * 2.25)
     r = 2 / np.sqrt(4.5)
@@ -32,6 +32,10 @@ def test_hand_computed_example() -> None:
     assert s["cc_norm"][0] == pytest.approx(1.0, abs=1e-12)
     assert bool(s["reliable"][0])
     assert s["summary"]["mean_r"] == pytest.approx(r)
+    # with the default floor, 4 bins cannot show explainable variance (3 null s.e. = 3 * sqrt(4 / 4))
+    d = score(pred, rep, min_reliability=0.3)
+    assert np.isnan(d["feve"][0]) and np.isnan(d["cc_norm"][0])
+    assert d["r"][0] == pytest.approx(r) and d["reliability"][0] == pytest.approx(rel)
 
 
 def test_perfect_model_reaches_the_ceiling() -> None:
@@ -81,3 +85,25 @@ def test_nan_bins_are_dropped_everywhere() -> None:
 def test_shape_mismatch_is_a_data_error() -> None:
     with pytest.raises(DataError, match="do not match"):
         score(np.zeros((10, 2)), np.zeros((3, 10, 3)))
+
+
+def test_feve_and_cc_norm_are_nan_without_explainable_variance() -> None:
+    rng = np.random.default_rng(5)
+    T, R = 3000, 9
+    t = np.arange(T)
+    signal = 0.1 + 1.0 * np.sin(2 * np.pi * t / 150) ** 2
+    flat = np.full(T, 0.3)  # no explainable variance: Poisson noise around a constant
+    tiny = 0.3 + 1e-3 * np.sin(2 * np.pi * t / 150)  # some, but ~0 relative to the noise
+    rates = np.stack([signal, flat, tiny], axis=-1)
+    reps = rng.poisson(np.broadcast_to(rates, (R, T, 3))).astype(float)
+    pred = rates + 0.01 * rng.random((T, 3))
+    s = score(pred, reps)
+    assert np.isfinite(s["feve"][0]) and s["feve"][0] > 0.8 and np.isfinite(s["cc_norm"][0])
+    assert np.isnan(s["feve"][1]) and np.isnan(s["cc_norm"][1])
+    assert np.isnan(s["feve"][2]) and np.isnan(s["cc_norm"][2])
+    # the explainable variance of the flat and tiny cells is not exactly 0: NaN comes from the floor
+    var_mean = reps.mean(0).var(0)
+    explainable = var_mean - reps.var(0, ddof=1).mean(0) / R
+    assert np.all(explainable[1:] != 0)
+    assert not bool(s["reliable"][1]) and not bool(s["reliable"][2])
+    assert s["summary"]["n_reliable"] == 1 and s["summary"]["mean_feve"] == pytest.approx(s["feve"][0])

@@ -156,5 +156,7 @@ def test_cli_reports_a_numerical_fault_in_one_line(monkeypatch: pytest.MonkeyPat
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "epoch 1" in lines[0] and "lower --lr" in lines[0], res.stderr
+    errors = [ln for ln in lines if ln.startswith("error: ")]  # the run folder is announced first, on its own line
+    assert len(errors) == 1 and lines[-1] == errors[0] and "epoch 1" in errors[0] and "lower --lr" in errors[0], res.stderr
+    assert not any("Traceback" in ln for ln in lines), res.stderr
     assert not is_finished(run) and not (run / "model.pt").exists() and not (run / "checkpoint.pt").exists()

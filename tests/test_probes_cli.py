@@ -81,8 +81,8 @@ def test_probe_list_and_bad_input_exit_2(runs: dict[str, Path], tmp_path: Path) 
         (["probe", str(runs["cnn"]), "-s", "osr", "-p", "contrast"], "is not KEY=VALUE"),
         (["probe", str(runs["cnn"]), "-s", "osr", "-p", "windw=0.2"], "did you mean 'window'"),
         (["probe", str(tmp_path / "nope"), "-s", "osr"], "does not exist"),
-        (["probe", str(tmp_path), "-s", "step"], "has not finished"),
-        (["check", str(tmp_path)], "has not finished"),
+        (["probe", str(tmp_path), "-s", "step"], "is an empty folder, not a run"),
+        (["check", str(tmp_path)], "is an empty folder, not a run"),
     ]:
         code, out = invoke(*args)
         assert code == 2, (args, out)
@@ -110,3 +110,36 @@ def test_every_probe_runs_on_a_cnn_fit_to_the_bundled_sample(sample_run: Path) -
         doc = strict_json(sample_run / "probes" / name / "result.json")
         assert doc["probe"] == name and doc["model"]["cell_ids"] == [1, 2]
         assert doc["model"]["frame_shape"] == [32, 32]
+
+
+def test_probe_compare_prints_model_vs_truth_for_every_probe_on_the_bundled_sample(sample_run: Path) -> None:
+    """`probe SAMPLE --stimulus all --compare RUN`: every probe, model | truth per modelled cell; the
+    truth's step classes are the simulated cells' own polarities."""
+    from retinakit.sample import sample_path
+    from retinakit.simulate.truth import simulation_provenance
+
+    sample = sample_path()
+    code, out = invoke("probe", "sample", "--stimulus", "all", "--compare", str(sample_run), "-q")  # `sample` names the bundled recording
+    assert code == 0, out
+    for name in probe_names():
+        assert f"{name}: model | truth per cell" in out
+    truth = {c["id"]: c["polarity"] for c in simulation_provenance(sample)["cells"]}
+    step = strict_json(sample_run / "probes" / "step" / "vs-truth" / "truth" / "result.json")
+    assert [c["class"] for c in step["cells"]] == [truth[1], truth[2]]
+    assert step["model"]["kind"] == "truth" and step["model"]["history_frames"] == 10  # the model's protocol
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert len(rows) == 2 * len(probe_names())
+
+
+def test_probe_on_a_simulation_and_bad_compare_pairs(runs: dict[str, Path], tmp_path: Path) -> None:
+    from retinakit.simulate import SimulationSpec, simulate_to_file
+
+    sim = tmp_path / "sim.h5"
+    simulate_to_file(SimulationSpec(stimulus="fullfield", n_cells=3, minutes=0.5, test_seconds=2.0, n_repeats=2), sim, progress=False)
+    code, out = invoke("probe", str(sim), "-s", "step", "-q", "-p", "duration=0.2")
+    assert code == 0, out
+    assert "ground truth" in out and (tmp_path / "probes-sim" / "step" / "result.json").is_file()
+    code, out = invoke("probe", str(runs["cnn"]), "-s", "step", "--compare", str(runs["ln"]), "-q")
+    assert code == 2 and "one run and one simulated recording" in out
+    code, out = invoke("probe", str(sim), "-s", "step", "--compare", str(runs["cnn"]), "-q")
+    assert code == 2 and "was not fit to this simulation" in out

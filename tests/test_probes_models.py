@@ -208,3 +208,80 @@ def test_osr_toy_bursts_delay_frames_after_the_missing_flash(period: int) -> Non
     r = f.predict(stim)[:, 0]
     peak = int(np.nanargmax(r))
     assert peak == onsets[-1] + period + 3
+
+
+class StaticNL(Windowed):
+    """Full-field static LN cells: a biphasic filter (ON for even cells, OFF for odd) then a fixed
+    nonlinearity ``kind``: ``softplus`` (expansive), ``sigmoid`` (saturating) or ``ushape`` (an
+    asymmetric U: rises on both sides of its minimum, steeper on the preferred side). No
+    adaptation of any kind: every probe null must call these static."""
+
+    def __init__(self, history: int, kind: str, n_cells: int = 2, peak_lag: int = 4, gain: float = 2.0) -> None:
+        super().__init__()
+        sign = np.array([1.0 if k % 2 == 0 else -1.0 for k in range(n_cells)])
+        self.register_buffer("temporal", torch.tensor(sign[:, None] * biphasic(history, peak_lag)[None, :], dtype=torch.float32))
+        self.history, self.kind, self.gain = history, kind, gain
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lum = x.reshape(x.shape[0], self.history, -1).mean(-1)
+        g = self.gain * lum @ self.temporal.T
+        if self.kind == "softplus":
+            r = 0.1 * nn.functional.softplus(2.0 * g - 1.0)
+        elif self.kind == "sigmoid":
+            r = 0.02 + 0.3 * torch.sigmoid(3.0 * g - 1.0)
+        elif self.kind == "ushape":
+            r = 0.02 + 0.06 * (nn.functional.softplus(3.0 * (g - 0.3)) + 0.5 * nn.functional.softplus(-3.0 * (g + 0.3)))
+        else:
+            raise ValueError(self.kind)
+        return r + 0 * self.dummy
+
+
+def static_fitted(kind: str, history: int = 30, n_cells: int = 2, **kw) -> FittedModel:
+    return FittedModel(StaticNL(history, kind, n_cells, **kw).eval(), meta_for(history, (), n_cells, "ln"))
+
+
+def gain_control_fitted(history: int = 30) -> FittedModel:
+    return FittedModel(GainControl(history).eval(), meta_for(history, (), 1, "toy"))
+
+
+class LinearRF(Windowed):
+    """One linear cell: a Gaussian receptive field (s.d. ``sigma`` px) times a biphasic temporal filter,
+    no nonlinearity (rate = base + gain x drive). A moving bar's peak can lead its arrival at the RF
+    centre for such a cell: anticipation that is entirely linear."""
+
+    def __init__(self, history: int, frame_shape: tuple[int, int], sigma: float = 2.5, peak_lag: int = 4, base: float = 0.2, gain: float = 0.05) -> None:
+        super().__init__()
+        H, W = frame_shape
+        yy, xx = np.mgrid[0:H, 0:W]
+        g = np.exp(-0.5 * (((yy - (H - 1) / 2) ** 2 + (xx - (W - 1) / 2) ** 2) / sigma**2))
+        self.register_buffer("spatial", torch.tensor(g / g.sum(), dtype=torch.float32))
+        self.register_buffer("temporal", torch.tensor(biphasic(history, peak_lag, undershoot=0.8), dtype=torch.float32))
+        self.history, self.hw, self.base, self.gain = history, (H, W), base, gain
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], self.history, *self.hw)
+        drive = torch.einsum("bthw,t,hw->b", x, self.temporal, self.spatial)
+        return (self.base + self.gain * drive)[:, None] + 0 * self.dummy
+
+
+class SpatialStatic(Windowed):
+    """One spatial LN cell: Gaussian RF x biphasic filter, then a U-shaped (asymmetric) static
+    nonlinearity: F2 at every grating width, from the nonlinearity alone."""
+
+    def __init__(self, history: int, frame_shape: tuple[int, int], sigma: float = 1.5, peak_lag: int = 4) -> None:
+        super().__init__()
+        H, W = frame_shape
+        yy, xx = np.mgrid[0:H, 0:W]
+        g = np.exp(-0.5 * (((yy - (H - 1) / 2) ** 2 + (xx - (W - 1) / 2) ** 2) / sigma**2))
+        self.register_buffer("spatial", torch.tensor(g / g.sum(), dtype=torch.float32))
+        self.register_buffer("temporal", torch.tensor(biphasic(history, peak_lag), dtype=torch.float32))
+        self.history, self.hw = history, (H, W)
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], self.history, *self.hw)
+        g = 2.0 * torch.einsum("bthw,t,hw->b", x, self.temporal, self.spatial)
+        r = 0.02 + 0.06 * (nn.functional.softplus(3.0 * (g - 0.3)) + 0.5 * nn.functional.softplus(-3.0 * (g + 0.3)))
+        return r[:, None] + 0 * self.dummy

@@ -128,7 +128,7 @@ def test_parameters_are_validated_with_clear_errors(tmp_path: Path) -> None:
         run_probe(f, "osr", {"period": "0.1"}, tmp_path)
     with pytest.raises(ConfigError, match="out of range"):
         run_probe(f, "osr", {"contrast": "1.5"}, tmp_path)
-    with pytest.raises(ConfigError, match="not longer than the 2-frame flash"):
+    with pytest.raises(ConfigError, match="not longer than the 20-ms flash"):
         run_probe(f, "osr", {"periods": "0.02,0.1"}, tmp_path)
     with pytest.raises(ConfigError, match="did you mean 'bright'"):
         run_probe(f, "paired-flash", {"polarity": "brigth"}, tmp_path)

@@ -85,7 +85,7 @@ def fill(folder: Path) -> Path:
 
 def one_line_error(res: Any) -> str:
     assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
-    lines = res.stderr.strip().splitlines()
+    lines = [ln for ln in res.stderr.strip().splitlines() if not ln.startswith("run folder: ")]  # fit announces its folder first
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
     return lines[0]
 

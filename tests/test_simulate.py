@@ -456,3 +456,105 @@ def test_ten_minutes_of_50x50_natural_scenes(tmp_path):
     """The speed figure of the issue (10 min, 50x50 natural scenes, 10 cells); no timing assert."""
     sim = simulate(SimulationSpec(stimulus="naturalscene", size=(50, 50), n_cells=10, minutes=10.0), progress=False)
     assert sim.recording.train.n_bins == 60000
+
+
+# ----------------------------------------------------------------------------- the ground truth as a probe target; OSR cells
+@pytest.fixture(scope="module")
+def osr_file(tmp_path_factory):
+    """Full-field flicker from a retina with the five standard types plus an OSR cell (cell 6), saved."""
+    from retinakit.simulate import simulate_to_file
+
+    path = tmp_path_factory.mktemp("osr") / "osr.h5"
+    spec = SimulationSpec(stimulus="fullfield", n_cells=6, minutes=1.0, test_seconds=3.0, n_repeats=3, cell_types=("default", "on-omitted-stimulus"))
+    simulate_to_file(spec, path, progress=False)
+    return path
+
+
+def test_default_cell_mix_is_not_written_and_unchanged():
+    assert "cell_types" not in SimulationSpec().to_json()  # default files (and the sample's name) stay as they were
+    a = simulate(SimulationSpec(stimulus="fullfield", n_cells=5, minutes=0.2, test_seconds=1.0, n_repeats=2), progress=False)
+    b = simulate(SimulationSpec(stimulus="fullfield", n_cells=5, minutes=0.2, test_seconds=1.0, n_repeats=2, cell_types=("default",)), progress=False)
+    np.testing.assert_array_equal(a.recording.train.true_rate, b.recording.train.true_rate)
+    np.testing.assert_array_equal(a.recording.test.repeats, b.recording.test.repeats)
+    assert "cell_type_table" not in a.recording.provenance and "cell_type_table" in b.recording.provenance
+    with pytest.raises(ConfigError, match="unknown cell type"):
+        SimulationSpec(cell_types=("on-osr-ish",)).validate()
+
+
+def test_truth_is_rebuilt_exactly_from_the_recording(osr_file):
+    from retinakit.io import load_recording
+    from retinakit.simulate.truth import is_simulation, load_truth
+
+    rec = load_recording(osr_file)
+    assert is_simulation(osr_file) and rec.provenance["cells"][5]["type"] == "ON omitted-stimulus"
+    truth = load_truth(osr_file)
+    pred = truth.predict(rec.test.stimulus)
+    assert np.isnan(pred[: truth.history]).all()
+    # the test segment was simulated after a 1-s lead-in; past the retina's memory the rebuilt truth gives the stored rate
+    np.testing.assert_allclose(pred[150:, :5], rec.test.true_rate[150:, :5], rtol=1e-4, atol=1e-6)
+    assert load_truth(osr_file, cells=[6, 2]).predict(rec.test.stimulus).shape == (rec.test.n_bins, 2)
+
+
+def test_a_changed_simulator_is_refused(osr_file):
+    import copy
+
+    from retinakit.errors import ModelError
+    from retinakit.simulate.truth import rebuild_retina, simulation_provenance
+
+    prov = copy.deepcopy(simulation_provenance(osr_file))
+    prov["cells"][2]["t_peak_ms"] += 1.0
+    with pytest.raises(ModelError, match="differs from the stored ground truth"):
+        rebuild_retina(prov)
+    prov["simulator_version"] = "0"
+    with pytest.raises(ModelError, match="simulator version"):
+        rebuild_retina(prov)
+
+
+def test_osr_cells_of_the_truth_have_slope_one_and_no_other_cell_an_osr(osr_file, tmp_path):
+    """The OSR cell fires a fixed delay after the omitted flash was due (latency from the last flash
+    = period + delay, slope 1 by construction); the probe must find that, and no OSR elsewhere."""
+    from retinakit.probes import run_probe
+    from retinakit.simulate.truth import load_truth
+
+    res = run_probe(load_truth(osr_file), "osr", {}, tmp_path, progress=False)
+    by_id = {c["id"]: c for c in res["cells"]}
+    osr = by_id[6]
+    assert osr["osr"] and osr["bursts"] >= 6  # at the fastest rates the cell's adapted drive is too weak to burst
+    assert osr["fit"]["slope"] == pytest.approx(1.0, abs=0.2)
+    assert osr["fit"]["r"] > 0.95
+    assert [c["id"] for c in res["cells"] if c["osr"]] == [6]
+
+
+def test_truth_contrast_adaptation_matches_the_planted_gain(osr_file, tmp_path):
+    """The normalised gain ratio of the linear (sustained) cells is the ratio of the retina's own
+    divisive gain 1 / (1 + a sigma) at high and low contrast; the strongly adapting transient cells halve it."""
+    from retinakit.probes import run_probe
+    from retinakit.probes.base import stimulus_levels
+    from retinakit.probes.stimuli import contrast_switch_noise
+    from retinakit.simulate.truth import load_truth
+
+    truth = load_truth(osr_file)
+    res = run_probe(truth, "contrast-adaptation", {}, tmp_path, progress=False)
+    ratios = {c["id"]: c["gain_ratio"] for c in res["cells"]}
+    lv = stimulus_levels(truth)
+    assert lv.mean == pytest.approx(0.0, abs=0.05)
+    block = res["block_frames"]
+    x, sd, _ = contrast_switch_noise(np.random.default_rng(0), block, res["cycles"], truth.history + block, 0.1, 0.35)
+    gain = truth.retina.contrast_gain((x * lv.amplitude + lv.mean).astype(np.float32))
+    expected = gain[sd == 0.35].mean(0) / gain[sd == 0.1].mean(0)
+    for cid in (3, 4):  # OFF and ON sustained: linear pooling, so the gain is exactly divisive
+        assert ratios[cid] == pytest.approx(expected[cid - 1], abs=0.1)
+        assert expected[cid - 1] < 0.9
+    for cid in (1, 2, 5):  # transient cells, adaptation strength 25
+        assert ratios[cid] < 0.7
+
+
+def test_cli_simulate_with_osr_cells_and_bad_cell_types(tmp_path):
+    from retinakit.cli import main
+
+    base = ["simulate", "--stimulus", "fullfield", "--minutes", "0.2", "--cells", "6", "--repeats", "2", "--test-seconds", "1", "--quiet"]
+    res = CliRunner().invoke(main, base + ["--with-osr", "--out", str(tmp_path / "o.h5")])
+    assert res.exit_code == 0, res.output
+    assert "ON omitted-stimulus" in res.output and "OFF transient" in res.output
+    res = CliRunner().invoke(main, base + ["--cell-types", "on-sustained,bogus", "--out", str(tmp_path / "b.h5")])
+    assert res.exit_code == 2 and "unknown cell type 'bogus'" in res.output and not (tmp_path / "b.h5").exists()

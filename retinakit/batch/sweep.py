@@ -8,7 +8,7 @@ A sweep file has these tables (all optional except that some point must result):
     [[points]]   option = value              explicit points, each crossed with [grid]
     [resources]  cpus, gpus, mem_gb, ...     what each job asks of the scheduler
 
-``data`` (a recording path, relative to the sweep file, or ``"sample"`` for the bundled sample)
+``data`` (a recording path, relative to the sweep file, or ``"sample"`` / ``"sample:whitenoise"`` for a bundled sample)
 is allowed wherever a fit option is. A point is ``[fit]`` overridden by one ``[[points]]`` entry
 and one combination of ``[grid]``; a key may not be both in ``[grid]`` and in ``[[points]]``.
 
@@ -285,6 +285,15 @@ def _resolve_data(data: Any, base: Path, where: str, check: bool) -> Path | None
     if not isinstance(data, str) or not data.strip():
         raise ConfigError(f"data must be a recording path (text) or \"{SAMPLE}\", got {data!r}", where)
     p = (base / Path(data).expanduser()).resolve()
+    if not p.exists():
+        from ..sample import cache_dir, sample_kind, sample_name, sample_path
+
+        try:
+            kind = sample_kind(data)  # "sample:whitenoise" and the like: the bundled samples
+        except ConfigError as exc:
+            raise ConfigError(exc.what, where, fix=exc.fix) from None
+        if kind is not None:
+            return sample_path(kind, progress=False) if check else cache_dir() / sample_name(kind)
     if check and not p.exists():
         raise DataError(f"recording '{data}' does not exist (looked for {p})", where, fix="paths in a sweep file are relative to the sweep file's folder")
     return p

@@ -1,22 +1,32 @@
 """Scoring a prediction against repeated trials, cell by cell.
 
 Definitions (all per cell, over the scored bins of the repeated test segment; predictions and
-recorded responses are both expected spike counts per bin):
+recorded responses are both expected spike counts per bin; ``n`` repeats, ``T`` scored bins):
 
 * ``r``: Pearson correlation between the prediction and the trial-averaged response.
-* ``reliability``: Spearman-Brown corrected split-half correlation of repeat averages
-  (:func:`retinakit.spikes.split_half_reliability`), an estimate of the squared correlation
-  between the n-repeat average and the cell's true rate.
+* ``reliability``: the estimated squared correlation between the n-repeat average and the
+  cell's true rate (:func:`retinakit.spikes.split_half_reliability`): the repeats are split into
+  halves of ``a = n // 2`` and ``b = n - a`` repeats (every distinct split when there are at most
+  50, else 50 random ones), the correlations of the two half-averages are averaged (``r_half``),
+  and the per-trial signal-to-noise ratio ``s`` is solved from ``r_half^2 = rho(a) rho(b)`` with
+  ``rho(m) = m s / (m s + 1)``; ``reliability = rho(n)``. For even ``n`` this is the
+  Spearman-Brown ``2 r_half / (1 + r_half)``; for odd ``n`` the 2-half factor would overstate it.
 * ``ceiling = sqrt(reliability)``: the best ``r`` a perfect model can expect.
 * ``r_norm = r / ceiling``.
 * ``feve``: fraction of explainable variance explained (Cadena et al. 2019),
   ``1 - (MSE - noise_var) / (var_mean - noise_var)``, with ``MSE`` between prediction and the
   repeat average, ``var_mean`` the variance over time of the repeat average and ``noise_var``
-  the mean over bins of the across-repeat variance (ddof 1) divided by the number of repeats.
-  Unlike ``r`` it penalises a wrong scale or offset.
+  the mean over bins of the across-repeat variance (ddof 1) divided by ``n``. Unlike ``r`` it
+  penalises a wrong scale or offset. NaN when the explainable variance is not clearly above zero
+  relative to ``var_mean`` (see ``signal_fraction_floor``).
 * ``cc_norm``: the normalised correlation of Schoppe et al. (2016):
   ``cov(mean, pred) / sqrt(SP * var(pred))`` with the signal power
-  ``SP = (var(sum of repeats) - sum of var(repeat)) / (n (n - 1))``.
+  ``SP = (var(sum of repeats) - sum of var(repeat)) / (n (n - 1))`` (Sahani and Linden 2003).
+  NaN when ``SP / var_mean`` is not clearly above zero, like ``feve``.
+* ``signal_fraction_floor``: ``feve`` and ``cc_norm`` need the explainable fraction
+  (``(var_mean - noise_var) / var_mean``, resp. ``SP / var_mean``) to exceed
+  ``MIN_SIGNAL_Z = 3`` standard errors of that fraction for a cell with no signal,
+  ``sqrt(2 n / ((n - 1) T))``: below it the denominator is noise and the ratio meaningless.
 * ``reliable``: at least 2 repeats, non-constant response and ``reliability >= min_reliability``.
   Summary means are taken over reliable cells only; unreliable cells are reported, never averaged in.
 """
@@ -31,15 +41,19 @@ from ..errors import DataError
 from ..spikes import pearson_columns, split_half_reliability
 
 DEFAULT_MIN_RELIABILITY = 0.3
+MIN_SIGNAL_Z = 3.0  # feve / cc_norm need an explainable fraction this many null standard errors above 0
 PER_CELL_KEYS = ("r", "reliability", "ceiling", "r_norm", "feve", "cc_norm", "reliable")
 
 
-def score(pred: np.ndarray, repeats: np.ndarray, min_reliability: float = DEFAULT_MIN_RELIABILITY, cell_ids: Any = None, n_splits: int = 50, seed: int = 0) -> dict[str, Any]:
+def score(pred: np.ndarray, repeats: np.ndarray, min_reliability: float = DEFAULT_MIN_RELIABILITY, cell_ids: Any = None, n_splits: int = 50, seed: int = 0,
+          min_signal_z: float = MIN_SIGNAL_Z) -> dict[str, Any]:
     """Score predictions ``(T, n_cells)`` against repeats ``(n_repeats, T, n_cells)``.
 
     Bins where the prediction is NaN (no full stimulus history) are dropped for every measure.
     Returns per-cell arrays (``r``, ``reliability``, ``ceiling``, ``r_norm``, ``feve``,
     ``cc_norm``, ``reliable``), ``cell_ids`` and ``summary`` (means/medians over reliable cells).
+    ``min_signal_z`` sets the floor of :func:`signal_fraction_floor` (0: only a positive
+    explainable variance is required).
     """
     p = np.asarray(pred, dtype=np.float64)
     rep = np.asarray(repeats, dtype=np.float64)
@@ -71,10 +85,11 @@ def score(pred: np.ndarray, repeats: np.ndarray, min_reliability: float = DEFAUL
             sp = np.full(n, np.nan)
         mse = ((p - mean) ** 2).mean(axis=0)
         explainable = var_mean - noise_var
-        feve = np.where(explainable > 0, 1.0 - (mse - noise_var) / explainable, np.nan)
+        floor = signal_fraction_floor(R, T, min_signal_z) * var_mean
+        feve = np.where((var_mean > 0) & (explainable > floor), 1.0 - (mse - noise_var) / np.where(explainable > 0, explainable, 1.0), np.nan)
         cov = ((p - p.mean(axis=0)) * (mean - mean.mean(axis=0))).mean(axis=0)
         var_p = p.var(axis=0)
-        cc_norm = np.where((sp > 0) & (var_p > 0), cov / np.sqrt(np.abs(sp) * var_p), np.nan)
+        cc_norm = np.where((var_mean > 0) & (sp > floor) & (var_p > 0), cov / np.sqrt(np.abs(sp) * var_p), np.nan)
     reliable = np.isfinite(reliability) & (reliability >= min_reliability) & (var_mean > 0) & (R >= 2)
     out: dict[str, Any] = {
         "r": r, "reliability": reliability, "ceiling": ceiling, "r_norm": r_norm,
@@ -84,6 +99,40 @@ def score(pred: np.ndarray, repeats: np.ndarray, min_reliability: float = DEFAUL
     }
     out["summary"] = summarize_scores(out)
     return out
+
+
+def scored_reliability(repeats: np.ndarray, history: int, n_splits: int = 50, seed: int = 0) -> dict[str, Any]:
+    """The reliability and ceiling that :func:`score` gives a model with ``history`` frames.
+
+    :func:`retinakit.spikes.split_half_reliability` over the test bins the model predicts
+    (``t >= first_predicted_bin(history)``; all bins when fewer than 3 would be left), with the
+    same splits as :func:`score`, so ``data inspect --history H`` and a fit with history ``H``
+    report the same ceiling. Adds ``first_bin``, the first bin used.
+    """
+    from ..alignment import first_predicted_bin
+
+    rep = np.asarray(repeats, dtype=np.float64)
+    if rep.ndim == 2:
+        rep = rep[:, :, None]
+    first = first_predicted_bin(history)
+    if rep.shape[1] - first < 3:
+        first = 0
+    out: dict[str, Any] = dict(split_half_reliability(rep[:, first:], n_splits=n_splits, seed=seed))
+    out["first_bin"] = int(first)
+    return out
+
+
+def signal_fraction_floor(n_repeats: int, n_bins: int, z: float = MIN_SIGNAL_Z) -> float:
+    """Smallest explainable fraction of the repeat average's variance that ``feve``/``cc_norm`` accept.
+
+    For a cell with no signal (repeats = noise around a constant), ``var_mean`` and ``noise_var``
+    estimate the same quantity from ``T - 1`` and ``T (n - 1)`` degrees of freedom, so their
+    difference over ``var_mean`` has a standard error of about ``sqrt(2 / T + 2 / (T (n - 1)))
+    = sqrt(2 n / ((n - 1) T))``; the floor is ``z`` of those. Infinite with fewer than 2 repeats.
+    """
+    if n_repeats < 2 or n_bins < 2:
+        return float("inf")
+    return float(z * np.sqrt(2.0 * n_repeats / ((n_repeats - 1.0) * n_bins)))
 
 
 def summarize_scores(s: dict[str, Any]) -> dict[str, Any]:

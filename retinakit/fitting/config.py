@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 
 MODELS = ("cnn", "bn-cnn", "ln")
-LN_METHODS = ("auto", "sta", "ridge", "gd")
+LN_METHODS = ("auto", "sta", "ridge", "gd", "stc")
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
@@ -25,7 +25,7 @@ DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
 DEFAULT_BATCH = {"cnn": 2000, "bn-cnn": 500, "ln": 500}
 
 # Keys that may differ when a run is resumed (they do not change what is being fit).
-RUNTIME_KEYS = ("device", "max_epochs", "patience", "deterministic", "mixed_precision")
+RUNTIME_KEYS = ("device", "max_epochs", "max_steps", "patience", "deterministic", "mixed_precision")
 
 
 @dataclass
@@ -41,12 +41,16 @@ class FitConfig:
     filters, kernels : CNN channels and kernel sizes of the two conv layers (``kernels=None``:
         the reference 15/11, scaled down for frames smaller than 50 pixels; see ``geometry_note``).
     lr, l2, l1 : Adam learning rate (default 2e-3 for the CNNs, 3e-2 for the LN); L2 penalty on weights; L1 penalty on output activity
-        (mean over bins of the summed predicted counts).
+        (mean over bins and cells of the predicted counts: it does not grow with the number of cells).
     noise_std : s.d. of the Gaussian noise on hidden activations while training (CNN).
     batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
-        ``chunk_len`` : bins per contiguous chunk of movie in a batch.
-    max_epochs, patience : epoch limit; early stopping after ``patience`` epochs without a lower
-        validation loss. ``lr_patience``, ``lr_factor``: learning-rate reduction on plateau.
+        ``chunk_len`` : bins per contiguous chunk of movie in a batch (short chunks: a batch is
+        drawn from many places in the movie, so batch-norm statistics are representative).
+    max_steps, max_epochs, patience : the training budget is ``max_steps`` optimiser steps (so a
+        short recording gets many epochs and a long one few), optionally capped at ``max_epochs``
+        epochs (``None``: no cap); training stops earlier when converged: ``patience`` epochs
+        without a lower validation loss. ``lr_patience``, ``lr_factor``: learning-rate reduction
+        on plateau. The run records whether it stopped by convergence or by budget.
     val_fraction, val_blocks : fraction of the training bins held out for validation, as
         ``val_blocks`` contiguous blocks spread over the recording.
     seed, deterministic : random seed; deterministic algorithms (slower on GPU).
@@ -55,12 +59,14 @@ class FitConfig:
     cells : ids of the cells to model (``None``: all).
     ln_method : how the LN model is fit: ``sta`` (spike-triggered average, for white noise),
         ``ridge`` (ridge-regularised least squares, for correlated stimuli), ``gd`` (end-to-end
-        gradient descent on the Poisson loss) or ``auto`` (``sta`` for white noise and full-field
-        stimuli, ``ridge`` otherwise).
+        gradient descent on the Poisson loss), ``stc`` (two filters: the ``sta``/``ridge`` filter plus
+        a spike-triggered-covariance filter, a monotone nonlinearity each, summed; for ON-OFF cells)
+        or ``auto`` (``sta`` for white noise and full-field stimuli, ``ridge`` otherwise: auto stays
+        single-filter, the textbook LN). ``stc`` ignores ``ln_rank`` (its filters are rank 1).
     ln_rank : 1 for a space x time separable filter, 0 for a full filter.
     ln_crop : side (pixels) of the square crop around the receptive-field centre; ``None``:
         chosen per cell on the validation blocks; 0: the whole frame.
-    ln_bins : bins of the static nonlinearity (``sta``/``ridge``).
+    ln_bins : bins of the monotone static nonlinearity (``sta``/``ridge``/``stc``).
     min_reliability : cells whose repeat-average reliability is below this are flagged
         unreliable and left out of summary means.
     """
@@ -74,10 +80,11 @@ class FitConfig:
     l1: float = 1e-3
     noise_std: float = 0.05
     batch_size: int | None = None
-    chunk_len: int = 250
-    max_epochs: int = 12
-    patience: int = 4
-    lr_patience: int = 1
+    chunk_len: int = 100
+    max_steps: int = 4000
+    max_epochs: int | None = None
+    patience: int = 6
+    lr_patience: int = 2
     lr_factor: float = 0.5
     val_fraction: float = 0.1
     val_blocks: int = 5
@@ -139,7 +146,8 @@ class FitConfig:
             self.batch_size = DEFAULT_BATCH.get(self.model, 500)
         self.batch_size = _int("batch_size", self.batch_size, 1, 10_000_000)
         self.chunk_len = _int("chunk_len", self.chunk_len, 1, 1_000_000)
-        self.max_epochs = _int("max_epochs", self.max_epochs, 0, 100_000)
+        self.max_steps = _int("max_steps", self.max_steps, 0, 100_000_000)
+        self.max_epochs = None if self.max_epochs is None else _int("max_epochs", self.max_epochs, 0, 100_000)
         self.patience = _int("patience", self.patience, 1, 100_000)
         self.lr_patience = _int("lr_patience", self.lr_patience, 0, 100_000)
         self.lr_factor = _float("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True)

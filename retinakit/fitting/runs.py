@@ -112,6 +112,121 @@ def read_log(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+# ----------------------------------------------------------------------------- what a folder is
+def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a run folder holds: ``is_run`` (has config.json), ``finished`` (DONE), ``epoch`` (the
+    last epoch its checkpoint keeps, 0 when none), ``max_epochs``, ``model`` and data ``source``."""
+    run = Path(run_dir)
+    status: dict[str, Any] = {"run": str(run), "is_run": (run / CONFIG).is_file(), "finished": is_finished(run), "epoch": 0,
+                              "max_epochs": None, "model": None, "source": None, "config": None}
+    if status["is_run"]:
+        try:
+            saved = json.loads((run / CONFIG).read_text())
+            status.update(config=saved.get("config"), model=saved.get("config", {}).get("model"), source=saved.get("data", {}).get("source"),
+                          max_epochs=saved.get("config", {}).get("max_epochs"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    status["epoch"] = checkpoint_epoch(run)
+    return status
+
+
+def checkpoint_epoch(run_dir: str | os.PathLike[str], strict: bool = False) -> int:
+    """The last finished epoch a run's ``checkpoint.pt`` holds (what ``--resume`` continues after); 0 when none.
+
+    A damaged checkpoint falls back to the log, or with ``strict`` raises its :class:`CheckpointError`.
+    """
+    ckpt = Path(run_dir) / CHECKPOINT
+    if ckpt.is_file():
+        try:
+            from .checkpoint import load_checkpoint
+
+            _, info = load_checkpoint(ckpt)
+            return int(info.get("state", {}).get("epoch", 0))
+        except (CheckpointError, ValueError, TypeError, AttributeError):
+            if strict:
+                raise
+    log = Path(run_dir) / LOG  # written after the checkpoint, so never ahead of it
+    try:
+        return max([int(e.get("epoch", 0)) for e in read_log(run_dir) if "train_loss" in e] or [0]) if log.is_file() else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def not_a_finished_run(folder: str | os.PathLike[str], what: str = "run folder", resume_hint: str | None = None) -> CheckpointError:
+    """The error for a folder given where a finished run was expected, saying what the folder is
+    (an unfinished run and its epoch, a compare-ln folder, a folder of runs, an empty or foreign folder)."""
+    p = Path(folder)
+    expected = "a finished run folder made by `retinakit fit` (it holds model.pt and DONE) or its model.pt"
+    if not p.is_dir():
+        return CheckpointError(f"{what} '{p}' is not a folder", None, f"give {expected}")
+    if (p / CONFIG).is_file():
+        if is_finished(p):
+            return CheckpointError(f"{what} '{p}' is finished but has no {MODEL}", None, "the folder was edited; refit")
+        st = run_status(p)
+        done = f"its checkpoint keeps epoch {st['epoch']}" + (f" of at most {st['max_epochs']}" if st["max_epochs"] else "") if st["epoch"] else "no epoch had finished"
+        hint = resume_hint or f"continue it with `retinakit fit --resume {p}`"
+        return CheckpointError(f"{what} '{p}' is a run that has not finished (no DONE; {done})", None, f"{hint}, or give a finished run")
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir()) if p.is_dir() else []
+    if (p / "compare.json").is_file() or {"cnn", "ln"} <= {d.name for d in subdirs}:
+        return CheckpointError(f"{what} '{p}' is a compare-ln folder, not a run", None, f"give one of the runs inside it: {p / 'cnn'} or {p / 'ln'}")
+    runs = [d for d in subdirs if (d / CONFIG).is_file()]
+    if runs:
+        return CheckpointError(f"{what} '{p}' is not a run but a folder of {len(runs)} run(s)", None, f"give one of them, e.g. {runs[-1]}")
+    compares = [d for d in subdirs if (d / "compare.json").is_file() or ((d / "cnn").is_dir() and (d / "ln").is_dir())]
+    if compares:
+        return CheckpointError(f"{what} '{p}' is not a run but a folder of {len(compares)} compare-ln folder(s)", None,
+                               f"give one of the runs inside them, e.g. {compares[-1] / 'cnn'}")
+    if not any(p.iterdir()):
+        return CheckpointError(f"{what} '{p}' is an empty folder, not a run", None, f"give {expected}")
+    return CheckpointError(f"{what} '{p}' is not a retinakit run (no {CONFIG}, {MODEL} or {DONE})", None, f"give {expected}")
+
+
+def _foreign_file_kind(p: Path) -> str | None:
+    """What a file given as a model is when it cannot be a checkpoint (``None`` when it may be one)."""
+    import zipfile
+
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "it is an empty file"
+    if zipfile.is_zipfile(p):
+        return None
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "it is an HDF5 file: a recording? fit a model to it with `retinakit fit`"
+    try:
+        head.decode("utf-8")
+        return "it is a text file"
+    except UnicodeDecodeError:
+        return "it is a binary file but not a retinakit checkpoint"
+
+
+def find_unfinished_runs(root: str | os.PathLike[str], model: str, data_label: str, config: dict[str, Any], source: str | None) -> list[dict[str, Any]]:
+    """Unfinished runs ``root/<model>-<data_label>-<n>`` of the same fit: same options (apart from the
+    runtime ones) and the same recording file. Oldest first; each is a :func:`run_status` dict."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    found = []
+    prefix = f"{model}-{data_label}-"
+    for d in base.iterdir():
+        if not (d.name.startswith(prefix) and d.name[len(prefix):].isdigit() and d.is_dir()) or is_finished(d) or not (d / CONFIG).is_file():
+            continue
+        st = run_status(d)
+        saved = st["config"] or {}
+        same = all(saved.get(k) == v for k, v in config.items() if k not in RUNTIME_KEYS)
+        if same and source is not None and st["source"] is not None:
+            try:
+                same = Path(st["source"]).resolve() == Path(source).resolve()
+            except OSError:
+                same = False
+        if same:
+            found.append((int(d.name[len(prefix):]), st))
+    return [st for _, st in sorted(found, key=lambda x: x[0])]
+
+
 # ----------------------------------------------------------------------------- models on disk
 def save_model(path: str | os.PathLike[str], fitted: Any) -> Path:
     """Write a fitted model (weights + metadata) as a retinakit checkpoint."""
@@ -129,9 +244,13 @@ def load_run(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if p.is_dir():
         if not (p / MODEL).is_file():
-            state = "has not finished (no DONE)" if not is_finished(p) else "has no model.pt"
-            raise CheckpointError(f"run folder '{p}' {state}", str(p), "resume it with `retinakit fit --resume RUN`, or give a finished run")
+            raise not_a_finished_run(p)
         p = p / MODEL
+    elif p.is_file():
+        kind = _foreign_file_kind(p)
+        if kind is not None:
+            raise CheckpointError(f"'{p}' is not a fitted model ({kind})", None,
+                                  "give a run folder made by `retinakit fit` (it holds model.pt and DONE) or its model.pt")
     tensors, info = load_checkpoint(p)
     if info.get("kind") != "model" or "meta" not in info:
         raise CheckpointError(f"'{p}' holds no fitted model (kind {info.get('kind')!r})", str(p), "give the run folder or its model.pt")
@@ -158,7 +277,9 @@ def resolve_data(data: Any, cells: list[int] | None = None) -> tuple[Recording, 
                 raise DataError("the bundled sample is not available in this installation", fix="give a recording file (e.g. one made with `retinakit simulate`)") from exc
             data = sample_path()
         from ..io import load_recording
+        from ..sample import resolve_sample
 
+        data = resolve_sample(data)  # `sample`, `sample:whitenoise` -> the file (its path is what the run records)
         rec = load_recording(data)
         source = str(Path(data))
     if cells is not None:
@@ -203,6 +324,7 @@ def run_fit(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     figures: bool = True,
+    on_start: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Fit a model to a recording into ``run_dir`` and return its metrics.
 
@@ -219,6 +341,7 @@ def run_fit(
     progress : show tqdm bars on stderr.
     on_epoch : called with each epoch's log entry (after its checkpoint is written).
     figures : write the figures (training curves, predictions, filters) into ``figures/``.
+    on_start : called with the run folder once the recording is loaded and ``config.json`` written.
     """
     import torch
 
@@ -285,7 +408,7 @@ def run_fit(
             if ln_method == "gd":
                 model_options["nonlinearity"] = "softplus"
         else:
-            model_options = {"filters": tuple(cfg.filters), "noise_std": cfg.noise_std}
+            model_options = {"filters": tuple(cfg.filters), "noise_std": cfg.noise_std, "frame_rate": 1.0 / float(rec.frame_dt)}  # type: ignore[arg-type]
             if cfg.kernels is not None:
                 model_options["kernels"] = tuple(cfg.kernels)
         model = build_model(kind, cfg.history, rec.frame_shape, rec.n_cells, **model_options)
@@ -296,13 +419,21 @@ def run_fit(
             "resumed": (saved.get("resumed", []) + [_now()]) if saved else [],
         }
         write_json(run / CONFIG, config_doc)
+        if on_start is not None:
+            on_start(run)
 
         fit_info: dict[str, Any]
         if kind == "ln" and ln_method != "gd":
             from ..models.ln import fit_ln_revcorr
 
             t0 = time.perf_counter()
-            model, details = fit_ln_revcorr(fd, method=str(ln_method), rank=cfg.ln_rank, crop=cfg.ln_crop, n_bins=cfg.ln_bins, progress=progress)
+            if ln_method == "stc":  # two rank-1 filters (ln_rank does not apply)
+                from ..models.stc import fit_ln_stc
+
+                base = "sta" if rec.stimulus_kind in ("whitenoise", "fullfield") else "ridge"
+                model, details = fit_ln_stc(fd, base=base, crop=cfg.ln_crop, n_bins=cfg.ln_bins, progress=progress)
+            else:
+                model, details = fit_ln_revcorr(fd, method=str(ln_method), rank=cfg.ln_rank, crop=cfg.ln_crop, n_bins=cfg.ln_bins, progress=progress)
             wall = time.perf_counter() - t0
             entry = {"epoch": 0, "method": ln_method, "val_corr": details["val_corr"], "seconds": round(wall, 3)}
             write_text(run / LOG, json.dumps(entry) + "\n")
@@ -412,14 +543,17 @@ def cells_csv(rows: list[dict[str, Any]]) -> str:
 def format_cell_table(metrics: dict[str, Any], max_rows: int = 40) -> str:
     """A one-screen per-cell table of a run's scores plus the summary line."""
     rows = metrics["cells"]
-    lines = [f"{'cell':>6} {'r':>7} {'ceiling':>8} {'r/ceil':>7} {'FEVE':>7} {'CCnorm':>7} {'rate Hz':>8}  reliable"]
+    lines = [f"{'cell':>6} {'r':>7} {'ceiling':>8} {'r/ceil':>7} {'FEVE':>7} {'CCnorm':>7} {'train Hz':>8} {'test Hz':>8}  reliable"]
 
     def f(v: Any, w: int = 7) -> str:
         return f"{v:>{w}.3f}" if isinstance(v, (int, float)) and v is not None else f"{'-':>{w}}"
 
+    def hz(v: Any) -> str:  # mean rates as in `data inspect` (train / test repeats)
+        return f"{v:>8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}"
+
     for row in rows[:max_rows]:
         lines.append(f"{row['cell']:>6} {f(row['r'])} {f(row['ceiling'], 8)} {f(row['r_norm'])} {f(row['feve'])} {f(row['cc_norm'])} "
-                     f"{f(row.get('rate_hz_test'), 8)}  {'yes' if row['reliable'] else 'NO'}")
+                     f"{hz(row.get('rate_hz_train'))} {hz(row.get('rate_hz_test'))}  {'yes' if row['reliable'] else 'NO'}")
     if len(rows) > max_rows:
         lines.append(f"... {len(rows) - max_rows} more cells in cells.csv")
     s = metrics["summary"]

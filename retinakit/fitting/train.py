@@ -184,6 +184,12 @@ def gather_targets(y: torch.Tensor, starts: np.ndarray, L: int) -> torch.Tensor:
     return torch.stack([y[int(s) : int(s) + L] for s in starts])
 
 
+def activity_l1(pred: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over bins of the MEAN over cells of ``|pred|``: the L1 activity penalty per
+    cell, so that it does not grow with the number of recorded cells."""
+    return (pred.abs().mean(dim=-1) * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def poisson_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted mean over bins of the mean over cells of ``pred - target * log(pred)`` (the Poisson NLL up to a constant)."""
     nll = (pred - target * torch.log(pred + EPS)).mean(dim=-1)
@@ -230,7 +236,9 @@ class TrainState:
     best_val_loss: float = math.inf
     best_val_corr: float = math.nan
     bad_epochs: int = 0
+    steps: int = 0
     stopped: str = ""
+    converged: bool = False
     log: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -308,8 +316,8 @@ def train(
     if resume:
         state, best, _ = load_training_checkpoint(checkpoint_path, model, opt, sched)
         _move_optimizer(opt, device)
-        if state.stopped.startswith("reached max_epochs") and state.epoch < cfg.max_epochs:
-            state.stopped = ""  # resumed with a larger epoch budget
+        if state.stopped and not state.converged and not _out_of_budget(state, cfg):
+            state.stopped = ""  # resumed with a larger budget
     else:
         state = TrainState()
         init_output_level(model, data.y[torch.from_numpy(data.fit_mask)].mean(dim=0))
@@ -322,6 +330,7 @@ def train(
         raise DataError("no training or validation bins", "the recording", "use a longer recording")
     per_batch = max(1, cfg.batch_size // L)
     n_batches = math.ceil(len(starts) / per_batch)
+    rows_arg = bool(getattr(model, "accepts_rows", False))
     z, y = data.z, data.y
     if device.type != "cpu":
         z = _to_device_if_fits(z, device)
@@ -338,7 +347,7 @@ def train(
                 tgt = gather_targets(y, st, vL).to(device)
                 w = torch.from_numpy(vweights[b : b + per_batch]).to(device)
                 with autocast(device, amp):
-                    p = model.forward_chunks(zc).float()
+                    p = (model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)).float()
                 losses += float(poisson_loss(p, tgt, w)) * float(w.sum())
                 wsum += float(w.sum())
                 pn = p.cpu().numpy()
@@ -349,8 +358,9 @@ def train(
         return losses / max(wsum, 1.0), float(np.nanmean(r)) if np.any(np.isfinite(r)) else math.nan
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    epoch_bar = tqdm(total=cfg.max_epochs, initial=state.epoch, desc="epochs", unit="ep", disable=not progress, leave=False)
-    while not state.stopped and state.epoch < cfg.max_epochs:
+    planned = budget_epochs(cfg, n_batches)
+    epoch_bar = tqdm(total=planned, initial=min(state.epoch, planned), desc="epochs", unit="ep", disable=not progress, leave=False)
+    while not state.stopped and not _out_of_budget(state, cfg):
         t0 = time.perf_counter()
         epoch = state.epoch + 1
         gen.manual_seed(cfg.seed * 100_003 + epoch)
@@ -365,17 +375,18 @@ def train(
             tgt = gather_targets(y, st, L).to(device, non_blocking=True)
             w = torch.from_numpy(weights[idx]).to(device)
             with autocast(device, amp):
-                pred = model.forward_chunks(zc)
+                pred = model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)
             pred = pred.float()
             loss = poisson_loss(pred, tgt, w)
             if not torch.isfinite(loss):
                 raise ModelError(f"the training loss became {float(loss.detach())} at epoch {epoch}{_kept(state.epoch)}", "the fit", "lower --lr or check the data for extreme values")
             reg = cfg.l2 * model.weight_l2().to(loss.device)
             if cfg.l1 > 0:
-                reg = reg + cfg.l1 * (pred.abs().sum(dim=-1) * w).sum() / w.sum().clamp_min(1.0)
+                reg = reg + cfg.l1 * activity_l1(pred, w)
             opt.zero_grad(set_to_none=True)
             (loss + reg).backward()
             opt.step()
+            state.steps += 1
             total += float(loss.detach()) * float(w.sum())
             wtot += float(w.sum())
             bar.set_postfix(loss=f"{total / max(wtot, 1.0):.4f}")
@@ -397,13 +408,14 @@ def train(
         state.epoch = epoch
         dt = time.perf_counter() - t0
         state.wall_s += dt
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_corr": val_corr,
+        entry = {"epoch": epoch, "steps": state.steps, "train_loss": train_loss, "val_loss": val_loss, "val_corr": val_corr,
                  "lr": float(opt.param_groups[0]["lr"]), "best": improved, "seconds": round(dt, 3)}
         state.log.append(entry)
         if state.bad_epochs >= cfg.patience:
-            state.stopped = f"early stopping: no lower validation loss for {cfg.patience} epochs"
-        elif state.epoch >= cfg.max_epochs:
-            state.stopped = f"reached max_epochs={cfg.max_epochs}"
+            state.converged = True
+            state.stopped = f"converged: no lower validation loss for {cfg.patience} epochs (best epoch {state.best_epoch})"
+        elif _out_of_budget(state, cfg):
+            state.stopped = _budget_reason(state, cfg)
         save_training_checkpoint(checkpoint_path, model, best, opt, sched, state, {"config": cfg.to_dict()})
         write_text(log_path, "".join(json.dumps(e) + "\n" for e in state.log))
         epoch_bar.update(1)
@@ -412,10 +424,29 @@ def train(
             on_epoch(dict(entry))
     epoch_bar.close()
     if not state.stopped:
-        state.stopped = f"reached max_epochs={cfg.max_epochs}"
+        state.stopped = _budget_reason(state, cfg)
     model.load_state_dict(best)
     model.eval()
     return state
+
+
+def budget_epochs(cfg: FitConfig, steps_per_epoch: int) -> int:
+    """Epochs the budget allows: ``max_steps`` optimiser steps, at most ``max_epochs`` epochs."""
+    n = math.ceil(cfg.max_steps / max(1, steps_per_epoch))
+    return n if cfg.max_epochs is None else min(n, cfg.max_epochs)
+
+
+def _out_of_budget(state: TrainState, cfg: FitConfig) -> bool:
+    return state.steps >= cfg.max_steps or (cfg.max_epochs is not None and state.epoch >= cfg.max_epochs)
+
+
+def _budget_reason(state: TrainState, cfg: FitConfig) -> str:
+    """Why a fit that did not converge stopped, and how to give it more."""
+    what = (f"max_epochs={cfg.max_epochs}" if cfg.max_epochs is not None and state.epoch >= cfg.max_epochs
+            else f"max_steps={cfg.max_steps} optimiser steps")
+    still = state.best_epoch >= state.epoch - 1 and state.epoch > 0
+    return (f"budget: reached {what} after {state.epoch} epochs" + (" while the validation loss was still falling" if still else "")
+            + " (not converged; give a larger --max-steps to train longer)")
 
 
 def _nonfinite_weights(model: Any) -> list[str]:

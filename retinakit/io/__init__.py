@@ -21,7 +21,11 @@ def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None,
 
     p = Path(path)
     if not p.exists():
-        raise DataError(f"file '{p}' does not exist", fix="check the path (run `retinakit simulate` to make a sample recording)")
+        from ..sample import resolve_sample  # `sample`, `sample:whitenoise`: the bundled samples
+
+        p = Path(resolve_sample(path))
+    if not p.exists():
+        raise DataError(f"file '{p}' does not exist", fix="check the path, or use the bundled sample: `sample` (natural scenes) or `sample:whitenoise`")
     if p.is_file() and p.suffix.lower() == ".toml":
         from .importer import import_recording
 

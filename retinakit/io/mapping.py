@@ -1,7 +1,9 @@
 """The import mapping: a small TOML file that says where each piece of a lab's recording lives.
 
 A mapping has the sections ``[recording]``, ``[spikes]``, ``[units]``, ``[frames]``,
-``[stimulus]``, ``[repeats]`` and ``[checks]``; commented examples for every source format are
+``[stimulus]``, ``[repeats]`` and ``[checks]``; a recording split across acquisition blocks, each
+on its own clock, lists ``[[blocks]]`` instead, each with its own ``spikes``, ``frames``,
+``stimulus``, ``repeats`` and a ``role`` (``train``, ``test`` or ``both``); commented examples for every source format are
 in ``data/import_examples/`` and the reference is ``data/FORMATS.md``. :func:`load_mapping`
 parses the file with the standard library's ``tomllib`` and validates every key, raising a
 :class:`~retinakit.errors.ConfigError` that names the key, e.g.
@@ -24,6 +26,8 @@ TIME_UNITS = ("seconds", "ms", "samples")
 LENGTH_UNITS = ("seconds", "frames")
 SOURCE_FORMATS = ("matlab", "numpy", "hdf5", "nwb", "phy")
 FRAME_GAP_POLICIES = ("error", "split")
+BLOCK_ROLES = ("train", "test", "both")
+BLOCK_KEYS = ("name", "role", "spikes", "frames", "stimulus", "repeats")
 MAPPING_VERSION = 1
 
 _SUFFIX_FORMATS = {
@@ -81,7 +85,7 @@ class FramesSpec:
     unit: str | None = None
     sample_rate: float | None = None
     rate: float | None = None
-    start: float = 0.0
+    start: float | None = None  # None with ``rate``: 0, or laid out from the repeat starts (per-sample stimulus)
     skip: int = 0
     count: int | None = None
 
@@ -98,6 +102,9 @@ class StimulusSpec:
     order: str = "C"
     kind: str | None = None
     repeat_variable: str | None = None
+    per: str = "frame"  # "sample": logged once per acquisition sample, read at each frame's centre
+    sample_rate: float | None = None
+    row: int | None = None  # 1-based channel of a 2-D per-sample log
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class RepeatsSpec:
     length_unit: str = "seconds"
     index_variable: str | None = None
     index_per: str = "frame"
+    index_row: int | None = None  # 1-based channel of a 2-D index array
     intervals: str | None = None
     column: str | None = None
     value: Any = None
@@ -144,6 +152,25 @@ class ChecksSpec:
     frame_gaps: str = "error"
     realign_repeats: bool = True
     max_shift_frames: int = 2
+    max_frame_rate_mismatch: float = 0.01
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One ``[[blocks]]`` entry: an acquisition block on its own clock, and what it is for."""
+
+    name: str
+    role: str
+    spikes: SpikesSpec
+    units: UnitsSpec
+    frames: FramesSpec
+    stimulus: StimulusSpec
+    repeats: RepeatsSpec | None
+
+    @property
+    def frames_laid_out(self) -> bool:
+        """True when the block has no frame onsets and its frames are laid out from the repeat starts."""
+        return frames_laid_out(self.frames, self.stimulus, self.repeats)
 
 
 @dataclass(frozen=True)
@@ -161,11 +188,24 @@ class ImportMapping:
     name: str | None = None
     notes: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    blocks: tuple[BlockSpec, ...] = ()
+    block: str | None = None  # set on the per-block view the importer reads one block through
 
     @property
     def where(self) -> str:
-        """The mapping file, for error messages."""
-        return str(self.path)
+        """The mapping file (and the block being read), for error messages."""
+        return str(self.path) if self.block is None else f"{self.path} (block '{self.block}')"
+
+    def block_view(self, b: BlockSpec) -> "ImportMapping":
+        """This mapping with the pieces of block ``b`` in place of the top-level ones."""
+        import dataclasses
+
+        return dataclasses.replace(self, spikes=b.spikes, units=b.units, frames=b.frames, stimulus=b.stimulus, repeats=b.repeats, block=b.name)
+
+
+def frames_laid_out(frames: FramesSpec, stimulus: StimulusSpec, repeats: RepeatsSpec | None) -> bool:
+    """Frames given by a rate only, for a stimulus logged per sample with repeats: one run per repeat start."""
+    return frames.rate is not None and frames.start is None and stimulus.per == "sample" and repeats is not None
 
 
 # ----------------------------------------------------------------------------- schema
@@ -315,6 +355,9 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "order": _choice("C", "F"),
         "kind": _choice(*STIMULUS_KINDS),
         "repeat_variable": _str,
+        "per": _choice("frame", "sample"),
+        "sample_rate": _positive,
+        "row": _count(1),
     },
     "repeats": {
         "starts": _number_list,
@@ -325,6 +368,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "length_unit": _choice(*LENGTH_UNITS),
         "index_variable": _str,
         "index_per": _choice("frame", "sample"),
+        "index_row": _count(1),
         "intervals": _str,
         "column": _str,
         "value": _scalar,
@@ -340,9 +384,11 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "frame_gaps": _choice(*FRAME_GAP_POLICIES),
         "realign_repeats": _bool,
         "max_shift_frames": _count(0),
+        "max_frame_rate_mismatch": _fraction,
     },
 }
-TOP_LEVEL = {"version", *SCHEMA}
+TOP_LEVEL = {"version", "blocks", *SCHEMA}
+BLOCK_SECTIONS = ("spikes", "frames", "stimulus", "repeats")
 
 
 def _unknown(key: str, known: list[str]) -> ConfigError:
@@ -422,6 +468,8 @@ def parse_mapping(raw: dict[str, Any], path: Path, text: str = "") -> ImportMapp
     version = raw.get("version", MAPPING_VERSION)
     if version != MAPPING_VERSION:
         raise ConfigError(f"version: this retinakit reads mapping version {MAPPING_VERSION}, got {version!r}", fix="write version = 1 (or upgrade retinakit)")
+    if "blocks" in raw:
+        return _parse_blocks(raw, path, text)
     for name in ("spikes", "stimulus"):
         if name not in raw:
             what = "the spike times are: [spikes] file = ..., unit = ..." if name == "spikes" else "the stimulus is: [stimulus] file = ..., variable = ..."
@@ -431,9 +479,10 @@ def parse_mapping(raw: dict[str, Any], path: Path, text: str = "") -> ImportMapp
     rate = sec["recording"].get("sample_rate")
     spikes = _spikes_spec(sec["spikes"], base, rate)
     units = _units_spec(sec["units"], base, spikes)
-    stimulus = _stimulus_spec(sec["stimulus"], base, spikes.file)
+    stimulus = _stimulus_spec(sec["stimulus"], base, spikes.file, rate)
     frames = _frames_spec(sec["frames"], base, rate, spikes, stimulus)
     repeats = _repeats_spec(sec["repeats"], base, rate, spikes, frames, stimulus) if sec["repeats"] else None
+    _check_layout(frames, stimulus, repeats)
     checks = _checks_spec(sec["checks"])
     return ImportMapping(
         path=path,
@@ -448,6 +497,100 @@ def parse_mapping(raw: dict[str, Any], path: Path, text: str = "") -> ImportMapp
         notes=sec["recording"].get("notes"),
         raw=raw,
     )
+
+
+def _parse_blocks(raw: dict[str, Any], path: Path, text: str) -> ImportMapping:
+    """A mapping with ``[[blocks]]``: one set of spikes/frames/stimulus/repeats per acquisition block."""
+    given = [f"[{n}]" for n in BLOCK_SECTIONS if n in raw]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} and [[blocks]] cannot both be given",
+            fix="with [[blocks]] each block has its own [blocks.spikes], [blocks.frames], [blocks.stimulus], [blocks.repeats]; move the sections into the blocks (or drop [[blocks]] for a single block)",
+        )
+    items = raw["blocks"]
+    if not isinstance(items, list) or not items or not all(isinstance(b, dict) for b in items):
+        raise ConfigError(f"blocks: expected one or more [[blocks]] tables, got {items!r}", fix="write each block under its own [[blocks]] header")
+    sec = {name: _check_section(name, raw.get(name, {})) for name in ("recording", "units", "checks")}
+    base = path.parent
+    rate = sec["recording"].get("sample_rate")
+    blocks: list[BlockSpec] = []
+    first_spikes: dict[str, Any] = {}
+    for k, b in enumerate(items, start=1):
+        name = b.get("name", f"block{k}")
+        label = f"blocks[{k}]"
+        if not isinstance(name, str) or not name.strip():
+            raise _fail(f"{label}.name", "a non-empty string", name)
+        for key in b:
+            if key not in BLOCK_KEYS:
+                raise _unknown(f"{label}.{key}", list(BLOCK_KEYS))
+        if any(n.name == name for n in blocks):
+            raise ConfigError(f"{label}.name: two blocks are called '{name}'", fix="give every block its own name")
+        try:
+            blocks.append(_block_spec(b, name, sec, base, rate, first_spikes))
+        except ConfigError as exc:
+            raise ConfigError(f"block '{name}' ({label}): {exc.what}", exc.where, exc.fix) from exc
+        if k == 1:
+            first_spikes = {key: b["spikes"][key] for key in ("file", "folder", "format") if isinstance(b.get("spikes"), dict) and key in b["spikes"]}
+    if not any(b.role in ("train", "both") for b in blocks):
+        raise ConfigError("no block has training data (every block has role = 'test')", fix="set role = 'train' (or 'both') on the training block")
+    checks = _checks_spec(sec["checks"])
+    first = blocks[0]
+    return ImportMapping(
+        path=path,
+        text=text,
+        spikes=first.spikes,
+        units=first.units,
+        frames=first.frames,
+        stimulus=first.stimulus,
+        repeats=first.repeats,
+        checks=checks,
+        name=sec["recording"].get("name"),
+        notes=sec["recording"].get("notes"),
+        raw=raw,
+        blocks=tuple(blocks),
+    )
+
+
+def _block_spec(b: dict[str, Any], name: str, sec: dict[str, dict[str, Any]], base: Path, rate: float | None, first_spikes: dict[str, Any]) -> BlockSpec:
+    """One block's pieces, parsed as the single-block sections are (spikes file defaults to the first block's)."""
+    for n in ("spikes", "stimulus"):
+        if n not in b:
+            raise ConfigError(f"[blocks.{n}] is missing", fix=f"give the block's {n} under [blocks.{n}] after its [[blocks]] header")
+    raw_spikes = b["spikes"]
+    if isinstance(raw_spikes, dict) and "file" not in raw_spikes and "folder" not in raw_spikes:
+        raw_spikes = {**first_spikes, **raw_spikes}
+    sp = _check_section("spikes", raw_spikes)
+    spikes = _spikes_spec(sp, base, rate)
+    units = _units_spec(sec["units"], base, spikes)
+    stimulus = _stimulus_spec(_check_section("stimulus", b["stimulus"]), base, spikes.file, rate)
+    frames = _frames_spec(_check_section("frames", b.get("frames", {})), base, rate, spikes, stimulus)
+    rp = _check_section("repeats", b.get("repeats", {}))
+    repeats = _repeats_spec(rp, base, rate, spikes, frames, stimulus) if rp else None
+    _check_layout(frames, stimulus, repeats)
+    role = b.get("role", "both" if repeats is not None else "train")
+    if role not in BLOCK_ROLES:
+        raise _fail("role", f"one of {'|'.join(BLOCK_ROLES)}", role)
+    if role == "train" and repeats is not None:
+        raise ConfigError("role = 'train' but the block has [blocks.repeats]", fix="use role = 'both' (repeats to the test part, the rest to training) or role = 'test'")
+    if role != "train" and repeats is None:
+        raise ConfigError(f"role = '{role}' needs [blocks.repeats] (where the repeated segment is)", fix="give the repeat starts or index, or set role = 'train'")
+    return BlockSpec(name=name, role=role, spikes=spikes, units=units, frames=frames, stimulus=stimulus, repeats=repeats)
+
+
+def _check_layout(frames: FramesSpec, stimulus: StimulusSpec, repeats: RepeatsSpec | None) -> None:
+    """What laying out frames from the repeat starts needs: starts in time, no skip/count."""
+    if not frames_laid_out(frames, stimulus, repeats):
+        return
+    assert repeats is not None  # noqa: S101 - frames_laid_out says so
+    if repeats.source == "index" and repeats.index_per == "frame":
+        raise ConfigError(
+            "frames.rate without frames.start lays the frames out from the repeat starts, but repeats.index_per = 'frame' needs frame onsets",
+            fix="use repeats.index_per = 'sample' (an index logged per acquisition sample) or repeat start times, or give frames.start",
+        )
+    if repeats.source == "intervals":
+        raise ConfigError("frames laid out from the repeat starts need start times or a per-sample index, not NWB intervals", fix="give frames.start (or frame onsets)")
+    if frames.skip or frames.count is not None:
+        raise ConfigError("frames.skip/frames.count do not apply to frames laid out from the repeat starts", fix="remove them, or give frames.start to lay the frames out from one start")
 
 
 def _spikes_spec(s: dict[str, Any], base: Path, default_rate: float | None) -> SpikesSpec:
@@ -530,7 +673,7 @@ def _units_spec(u: dict[str, Any], base: Path, spikes: SpikesSpec) -> UnitsSpec:
     )
 
 
-def _stimulus_spec(st: dict[str, Any], base: Path, default_file: Path | None) -> StimulusSpec:
+def _stimulus_spec(st: dict[str, Any], base: Path, default_file: Path | None, default_rate: float | None = None) -> StimulusSpec:
     stfile = _resolve(base, st.get("file")) or default_file
     if stfile is None:
         raise ConfigError("stimulus.file: missing", fix="give the file with the stimulus (one value or frame per frame onset)")
@@ -543,6 +686,19 @@ def _stimulus_spec(st: dict[str, Any], base: Path, default_file: Path | None) ->
         raise ConfigError("stimulus.frame_shape is for 2-D stimuli stored as (frames, pixels); remove stimulus.axes or set it to 'ty'/'yt'")
     if "repeat_variable" in st and stformat == "nwb":
         raise ConfigError("stimulus.repeat_variable is not supported for NWB files", fix="store every frame shown in the stimulus series")
+    per = st.get("per", "frame")
+    srate = st.get("sample_rate", default_rate if per == "sample" else None)
+    if per == "sample":
+        if stformat == "nwb":
+            raise ConfigError("stimulus.per = 'sample' is not supported for NWB files", fix="NWB series carry their own timestamps: remove stimulus.per")
+        clash = [f"stimulus.{k}" for k in ("repeat_variable", "axes", "frame_shape") if k in st]
+        if clash:
+            raise ConfigError(f"stimulus.per = 'sample' (one full-field value per acquisition sample) does not go with {', '.join(clash)}", fix="remove them")
+        if srate is None:
+            raise ConfigError("stimulus.sample_rate: missing (stimulus.per = 'sample' needs the acquisition rate in Hz)", fix="e.g. stimulus.sample_rate = 10000, or [recording] sample_rate = 10000")
+    elif "row" in st or "sample_rate" in st:
+        key = "row" if "row" in st else "sample_rate"
+        raise ConfigError(f"stimulus.{key} applies to a stimulus logged per acquisition sample", fix="set stimulus.per = 'sample', or remove stimulus." + key)
     return StimulusSpec(
         file=stfile,
         format=stformat,
@@ -552,6 +708,9 @@ def _stimulus_spec(st: dict[str, Any], base: Path, default_file: Path | None) ->
         order=st.get("order", "C"),
         kind=st.get("kind"),
         repeat_variable=st.get("repeat_variable"),
+        per=per,
+        sample_rate=srate if per == "sample" else None,
+        row=st.get("row"),
     )
 
 
@@ -559,7 +718,7 @@ def _frames_spec(fr: dict[str, Any], base: Path, default_rate: float | None, spi
     if "rate" in fr:
         if any(k in fr for k in ("file", "variable", "unit")):
             raise ConfigError("frames: give either frames.rate (evenly spaced frames) or frames.file/variable, not both")
-        return FramesSpec(rate=fr["rate"], start=fr.get("start", 0.0), skip=fr.get("skip", 0), count=fr.get("count"))
+        return FramesSpec(rate=fr["rate"], start=fr.get("start"), skip=fr.get("skip", 0), count=fr.get("count"))
     if "start" in fr:
         raise ConfigError("frames.start only applies with frames.rate")
     ffile = _resolve(base, fr.get("file")) or (stimulus.file if stimulus.format == "nwb" else spikes.file)
@@ -601,6 +760,8 @@ def _repeats_spec(rp: dict[str, Any], base: Path, default_rate: float | None, sp
         raise ConfigError("repeats.column/value filter the rows of NWB intervals; they need repeats.intervals")
     if ("column" in rp) != ("value" in rp):
         raise ConfigError("repeats.column and repeats.value go together (keep rows where column == value)")
+    if "index_row" in rp and way != "index_variable":
+        raise ConfigError("repeats.index_row picks a row of repeats.index_variable", fix="give repeats.index_variable, or remove repeats.index_row")
     if way == "index_variable" and "unit" in rp:
         raise ConfigError("repeats.unit applies to start times; for a repeat index use repeats.index_per = 'frame' or 'sample'")
     first_frames = frames.file if isinstance(frames.file, Path) else None
@@ -640,6 +801,7 @@ def _repeats_spec(rp: dict[str, Any], base: Path, default_rate: float | None, sp
         length_unit=length_unit,
         index_variable=rp.get("index_variable"),
         index_per=rp.get("index_per", "frame"),
+        index_row=rp.get("index_row"),
         intervals=rp.get("intervals"),
         column=rp.get("column"),
         value=rp.get("value"),

@@ -266,18 +266,19 @@ def repeat_frames_from_length(length: float, length_unit: str, frame_dt: float) 
     return n
 
 
-def locate_repeats(frame_times: np.ndarray, starts: np.ndarray, n_frames: int, frame_dt: float, jitter: float, where: str) -> np.ndarray:
+def locate_repeats(frame_times: np.ndarray, starts: np.ndarray, n_frames: int, frame_dt: float, jitter: float, where: str, allow_overlap: int = 0) -> np.ndarray:
     """Frame index where each repeat starts: the first frame whose onset is ``>=`` its start time.
 
     Fails when a start lies after the last frame or far before the next onset, when a repeat
-    runs past the last frame, or when repeats overlap.
+    runs past the last frame, or when repeats overlap by more than ``allow_overlap`` frames (back-to-back
+    repeats with one start marked a frame late overlap by one frame until :func:`align_repeats` shifts it).
     """
     ft = np.asarray(frame_times, dtype=np.float64)
     s = np.sort(np.asarray(starts, dtype=np.float64))
     T = ft.size
     idx = np.searchsorted(ft, s, side="left")
     for k, (start, i) in enumerate(zip(s, idx), start=1):
-        if k > 1 and i < idx[k - 2] + n_frames:
+        if k > 1 and i < idx[k - 2] + n_frames - allow_overlap:
             raise DataError(
                 f"repeats {k - 1} and {k} overlap (they start at frames {idx[k - 2]} and {i} but a repeat lasts {n_frames} frames)",
                 where,
@@ -469,18 +470,22 @@ def assemble_recording(
     stimulus_kind: str,
     provenance: dict[str, Any],
     exclude_starts: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> Recording:
     """Bin spikes onto frames and split them into the training part and the repeated test part.
 
     ``repeat_starts`` are frame indices (already checked by :func:`align_repeats`), ``run_starts``
     the first frame of each run of contiguous frames (from :func:`check_frame_intervals`).
     ``frame_dt`` becomes the recording's frame interval; the last bin of each run lasts the median
-    frame interval. Frames of ``exclude_starts`` (repeats left out) go into neither part.
+    frame interval. Frames of ``exclude_starts`` (repeats left out), and frames where the boolean
+    mask ``exclude`` is set, go into neither part. ``counts`` ``(T, n_units)``, when given, are the
+    spike counts already binned (per acquisition block, each on its own clock).
     """
     ft = np.asarray(frame_times, dtype=np.float64)
     T = ft.size
     where = str(provenance.get("source", "<import>"))
-    counts = bin_frames(trains, ft, run_starts)
+    counts = bin_frames(trains, ft, run_starts) if counts is None else counts
     in_repeat = np.zeros(T, dtype=bool)
     reps = None
     test = None
@@ -497,6 +502,8 @@ def assemble_recording(
         )
     for i in exclude_starts if exclude_starts is not None else ():
         in_repeat[i : i + n_repeat_frames] = True  # repeats left out: in neither part
+    if exclude is not None:
+        in_repeat |= exclude
     train_frames = np.flatnonzero(~in_repeat)
     if train_frames.size < 2:
         raise DataError(f"only {train_frames.size} frames lie outside the repeats, nothing to train on", where, "check repeats.length and the start times")

@@ -15,8 +15,19 @@ MODEL_KINDS = ("cnn", "bn-cnn", "ln")
 
 
 def build_model(kind: str, history: int, frame_shape: tuple[int, ...], n_cells: int, **options: Any) -> Any:
-    """Build a fresh model of ``kind`` (one of :data:`MODEL_KINDS`) for this geometry."""
+    """Build a fresh model of ``kind`` (one of :data:`MODEL_KINDS`) for this geometry.
+
+    A CNN for a full-field stimulus (``frame_shape == ()``) is the temporal CNN
+    (:mod:`.temporal_cnn`) when ``frame_rate`` is given and no explicit ``kernels``: its kernel
+    lengths are set in seconds and its channels grow with the number of cells.
+    """
     if kind in ("cnn", "bn-cnn"):
+        frame_rate = options.pop("frame_rate", None)
+        if len(frame_shape) == 0 and "kernels" not in options and frame_rate is not None:
+            from .temporal_cnn import TemporalCNN
+
+            return TemporalCNN.for_recording(history, n_cells, float(frame_rate), filters=tuple(options.get("filters", (8, 8))),  # type: ignore[arg-type]
+                                             batchnorm=(kind == "bn-cnn"), noise_std=float(options.get("noise_std", 0.05)))
         from .cnn import CNN
 
         return CNN(history, frame_shape, n_cells, batchnorm=(kind == "bn-cnn"), **options)
@@ -34,6 +45,10 @@ def model_from_spec(spec: dict[str, Any]) -> Any:
         from .cnn import CNN
 
         return CNN.from_spec(spec)
+    if family == "tcnn":
+        from .temporal_cnn import TemporalCNN
+
+        return TemporalCNN.from_spec(spec)
     if family == "ln":
         from .ln import LN
 

@@ -145,7 +145,9 @@ class CNN(nn.Module):
         """Expected spike count per bin, ``(B, n_cells)``, for stimulus windows ``(B, history, H, W)``."""
         return self.readout(self.hidden(x)[1])
 
-    def forward_chunks(self, zc: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    accepts_rows = True  # forward_chunks takes a row mask (batch-norm statistics over real rows only)
+
+    def forward_chunks(self, zc: torch.Tensor, method: str = "auto", rows: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions for contiguous stretches of movie: ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``.
 
         Row ``l`` of chunk ``k`` predicts the bin right after frames ``l .. l + history - 1`` of
@@ -153,6 +155,9 @@ class CNN(nn.Module):
         window (the same hidden noise too, given the same random state), but the first layer is
         computed once over each chunk (:mod:`retinakit.models.fastconv`; ``method`` ``"auto"``,
         ``"fft"`` or ``"direct"``) instead of once per window, and no window is ever copied.
+
+        ``rows`` ``(K, L)`` bool: only these rows are computed past the first layer (the others
+        come back as 0), so batch-norm statistics are taken over the rows that are fit.
         """
         from .fastconv import chunk_conv
 
@@ -170,9 +175,16 @@ class CNN(nn.Module):
         zc = zc.reshape(K, total, H, W)
         c1 = chunk_conv(zc, self.conv1.weight, self.conv1.bias, L, method)  # (K, L, F, h1, w1)
         c1 = c1.reshape(K * L, *c1.shape[2:]).contiguous()  # contiguous: the noise is drawn in the same order as forward's
+        sel = None
+        if rows is not None:
+            sel = torch.nonzero(rows.reshape(-1).to(c1.device)).squeeze(1)
+            c1 = c1.index_select(0, sel)
         a1 = torch.relu(self._noise(self.bn1(c1)))
         a2 = torch.relu(self._noise(self.bn2(self.conv2(a1))))
-        return self.readout(a2).reshape(K, L, self.n_cells)
+        out = self.readout(a2)
+        if sel is not None:
+            out = out.new_zeros((K * L, self.n_cells)).index_copy(0, sel, out)
+        return out.reshape(K, L, self.n_cells)
 
     def weight_l2(self) -> torch.Tensor:
         """Sum of squared weights (conv and dense kernels, not biases or BN)."""

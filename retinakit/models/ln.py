@@ -35,27 +35,41 @@ from torch import nn
 
 from ..alignment import first_predicted_bin, lag_of_position
 from ..errors import ConfigError, ModelError
+from .ln_nonlinearity import apply_monotone, fit_monotone_nonlinearity, orientation
 
 CROP_CANDIDATES = (3, 5, 7, 9, 13, 17, 25)  # crop sides tried by the STA recipe (cheap)
 RIDGE_CROP_CANDIDATES = (5, 9, 13, 17)  # crop sides tried by the ridge recipe (a regression each)
-RIDGE_GRID = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+RIDGE_GRID = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+NONLINEARITIES = ("monotone", "binned", "softplus")
 
 
 class LN(nn.Module):
-    """Linear filter (rank 1 or full, cropped) + static nonlinearity, per cell. See module docstring."""
+    """Linear filter (rank 1 or full, cropped) + static nonlinearity, per cell. See module docstring.
 
-    def __init__(self, history: int, frame_shape: tuple[int, ...], n_cells: int, rank: int = 1, nonlinearity: str = "binned", n_knots: int = 20) -> None:
+    ``n_filters=2`` (the ``stc`` fit) adds a second rank-1 filter (``temporal2``, ``spatial2``,
+    ``bias2``, its own crop ``mask2``) with its own ``monotone`` nonlinearity; the output is the
+    sum of the two.
+    """
+
+    def __init__(self, history: int, frame_shape: tuple[int, ...], n_cells: int, rank: int = 1, nonlinearity: str = "monotone", n_knots: int = 20,
+                 n_filters: int = 1) -> None:
         super().__init__()
         if history < 1 or n_cells < 1:
             raise ModelError(f"history and n_cells must be >= 1, got {history}, {n_cells}")
         if rank not in (0, 1):
             raise ModelError(f"LN rank must be 1 (separable) or 0 (full), got {rank}")
-        if nonlinearity not in ("binned", "softplus"):
-            raise ModelError(f"LN nonlinearity must be 'binned' or 'softplus', got {nonlinearity!r}")
+        if nonlinearity not in NONLINEARITIES:
+            raise ModelError(f"LN nonlinearity must be one of {', '.join(NONLINEARITIES)}, got {nonlinearity!r}")
+        if n_filters not in (1, 2):
+            raise ModelError(f"LN n_filters must be 1 or 2, got {n_filters}")
+        if n_filters == 2 and (rank != 1 or nonlinearity != "monotone"):
+            raise ModelError("a two-filter LN has rank-1 filters and monotone nonlinearities", fix="use rank 1 and nonlinearity 'monotone'")
         if len(frame_shape) not in (0, 2):
             raise ModelError(f"frames must be 2-D (H, W) or full-field, got shape {frame_shape}")
+        if n_knots < 2:
+            raise ModelError(f"the LN nonlinearity needs at least 2 knots, got {n_knots}")
         self.history, self.frame_shape, self.n_cells = int(history), tuple(int(s) for s in frame_shape), int(n_cells)
-        self.rank, self.nonlinearity, self.n_knots = int(rank), str(nonlinearity), int(n_knots)
+        self.rank, self.nonlinearity, self.n_knots, self.n_filters = int(rank), str(nonlinearity), int(n_knots), int(n_filters)
         H, W = (1, 1) if not self.frame_shape else self.frame_shape
         self.input_hw = (H, W)
         C, h = self.n_cells, self.history
@@ -72,40 +86,79 @@ class LN(nn.Module):
         else:
             self.register_buffer("knots_x", torch.linspace(-3, 3, n_knots).repeat(C, 1))
             self.register_buffer("knots_y", torch.ones(C, n_knots))
-        self.geometry_note = f"LN, rank {'1 (space x time)' if rank == 1 else 'full'}, {nonlinearity} nonlinearity, per-cell crop in crop_box"
+        if nonlinearity == "monotone":
+            self.register_buffer("tail_slope", torch.zeros(C))
+        if n_filters == 2:
+            self.temporal2 = nn.Parameter(torch.zeros(C, h))
+            self.spatial2 = nn.Parameter(torch.zeros(C, H, W))
+            self.bias2 = nn.Parameter(torch.zeros(C))
+            self.register_buffer("mask2", torch.ones(C, H, W))
+            self.register_buffer("crop_box2", torch.tensor([[0, H, 0, W]] * C, dtype=torch.int64))
+            self.register_buffer("knots_x2", torch.linspace(-3, 3, n_knots).repeat(C, 1))
+            self.register_buffer("knots_y2", torch.zeros(C, n_knots))
+            self.register_buffer("tail_slope2", torch.zeros(C))
+        filt = "two rank-1 filters (sum of their nonlinearities)" if n_filters == 2 else f"rank {'1 (space x time)' if rank == 1 else 'full'}"
+        self.geometry_note = f"LN, {filt}, {nonlinearity} nonlinearity, per-cell crop in crop_box"
 
     # ------------------------------------------------------------------ interface
     def spec(self) -> dict[str, Any]:
         """Constructor arguments as JSON-able values (crop and nonlinearity tables are buffers)."""
         return {"family": "ln", "history": self.history, "frame_shape": list(self.frame_shape), "n_cells": self.n_cells,
-                "rank": self.rank, "nonlinearity": self.nonlinearity, "n_knots": self.n_knots, "geometry_note": self.geometry_note}
+                "rank": self.rank, "nonlinearity": self.nonlinearity, "n_knots": self.n_knots, "n_filters": self.n_filters,
+                "geometry_note": self.geometry_note}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "LN":
-        """Rebuild from :meth:`spec`."""
+        """Rebuild from :meth:`spec` (a spec without ``nonlinearity`` is an old binned run)."""
         m = cls(int(spec["history"]), tuple(spec["frame_shape"]), int(spec["n_cells"]), rank=int(spec.get("rank", 1)),
-                nonlinearity=str(spec.get("nonlinearity", "binned")), n_knots=int(spec.get("n_knots", 20)))
+                nonlinearity=str(spec.get("nonlinearity", "binned")), n_knots=int(spec.get("n_knots", 20)), n_filters=int(spec.get("n_filters", 1)))
         m.geometry_note = str(spec.get("geometry_note", m.geometry_note))
         return m
 
     def filters(self) -> torch.Tensor:
-        """The effective (masked) linear filters, ``(n_cells, history, H, W)``."""
+        """The effective (masked) linear filters, ``(n_cells, history, H, W)`` (the first filter of a two-filter LN)."""
         if self.rank == 1:
             return self.temporal[:, :, None, None] * (self.spatial * self.mask)[:, None]
         return self.weight * self.mask[:, None]
 
+    def filters2(self) -> torch.Tensor:
+        """The second filters of a two-filter LN, ``(n_cells, history, H, W)``."""
+        if self.n_filters != 2:
+            raise ModelError("this LN has one filter per cell", fix="use filters()")
+        return self.temporal2[:, :, None, None] * (self.spatial2 * self.mask2)[:, None]
+
+    def _rank1_windows(self, x: torch.Tensor, temporal: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+        proj = torch.einsum("bjhw,chw->bjc", x, spatial)
+        return torch.einsum("bjc,cj->bc", proj, temporal)
+
     def generator(self, x: torch.Tensor) -> torch.Tensor:
-        """Linear stage on windows ``(B, history, H, W)`` -> ``(B, n_cells)`` (bias included)."""
+        """Linear stage on windows ``(B, history, H, W)`` -> ``(B, n_cells)`` (bias included; first filter)."""
         x = x.reshape(x.shape[0], self.history, *self.input_hw)
         if self.rank == 1:
-            proj = torch.einsum("bjhw,chw->bjc", x, self.spatial * self.mask)
-            g = torch.einsum("bjc,cj->bc", proj, self.temporal)
+            g = self._rank1_windows(x, self.temporal, self.spatial * self.mask)
         else:
             g = torch.einsum("bjhw,cjhw->bc", x, self.weight * self.mask[:, None])
         return g + self.bias
 
+    def generators(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every filter's generator on windows ``(B, history, H, W)``: a list of ``(B, n_cells)``."""
+        out = [self.generator(x)]
+        if self.n_filters == 2:
+            x = x.reshape(x.shape[0], self.history, *self.input_hw)
+            out.append(self._rank1_windows(x, self.temporal2, self.spatial2 * self.mask2) + self.bias2)
+        return out
+
+    def _rank1_chunks(self, zc: torch.Tensor, temporal: torch.Tensor, spatial: torch.Tensor, L: int) -> torch.Tensor:
+        proj = zc @ spatial.reshape(self.n_cells, -1).T  # (K, L+h, C)
+        win = proj.unfold(1, self.history, 1)[:, :L]  # (K, L, C, h) view: frames l .. l+h-1
+        return (win * temporal).sum(-1)
+
     def generator_chunks(self, zc: torch.Tensor) -> torch.Tensor:
-        """Linear stage on contiguous stretches ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``."""
+        """Linear stage on contiguous stretches ``(K, L + history, H, W)`` -> ``(K, L, n_cells)`` (first filter)."""
+        return self.generators_chunks(zc)[0]
+
+    def generators_chunks(self, zc: torch.Tensor) -> list[torch.Tensor]:
+        """Every filter's generator on contiguous stretches: a list of ``(K, L, n_cells)``."""
         K, total = int(zc.shape[0]), int(zc.shape[1])
         L = total - self.history
         if L < 1:
@@ -113,50 +166,71 @@ class LN(nn.Module):
         zc = zc.reshape(K, total, -1)
         C = self.n_cells
         if self.rank == 1:
-            proj = zc @ (self.spatial * self.mask).reshape(C, -1).T  # (K, L+h, C)
-            win = proj.unfold(1, self.history, 1)[:, :L]  # (K, L, C, h) view: frames l .. l+h-1
-            return (win * self.temporal).sum(-1) + self.bias
-        w = (self.weight * self.mask[:, None]).reshape(C, self.history, -1).transpose(1, 2)  # (C, P, h)
-        g = nn.functional.conv1d(zc.transpose(1, 2), w)  # (K, C, L+1)
-        return g[:, :, :L].transpose(1, 2) + self.bias
+            out = [self._rank1_chunks(zc, self.temporal, self.spatial * self.mask, L) + self.bias]
+        else:
+            w = (self.weight * self.mask[:, None]).reshape(C, self.history, -1).transpose(1, 2)  # (C, P, h)
+            g = nn.functional.conv1d(zc.transpose(1, 2), w)  # (K, C, L+1)
+            out = [g[:, :, :L].transpose(1, 2) + self.bias]
+        if self.n_filters == 2:
+            out.append(self._rank1_chunks(zc, self.temporal2, self.spatial2 * self.mask2, L) + self.bias2)
+        return out
 
-    def output(self, g: torch.Tensor) -> torch.Tensor:
-        """The static nonlinearity on generator values ``(..., n_cells)``: expected count per bin."""
-        if self.nonlinearity == "softplus":
-            return torch.exp(self.log_scale) * nn.functional.softplus(g)
+    def _piecewise(self, g: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, slope: torch.Tensor | None) -> torch.Tensor:
+        """Linear interpolation through the knots, flat below the first; above the last, flat
+        (``slope`` None) or rising with ``slope`` (same function as :func:`apply_monotone`)."""
         shape = g.shape
         gt = g.reshape(-1, self.n_cells).T.contiguous()  # (C, N)
-        kx, ky = self.knots_x.to(gt.dtype), self.knots_y.to(gt.dtype)
+        kx, ky = kx.to(gt.dtype), ky.to(gt.dtype)
         idx = torch.searchsorted(kx, gt.detach())
         i1 = idx.clamp(1, self.n_knots - 1)
         i0 = i1 - 1
         x0, x1 = kx.gather(1, i0), kx.gather(1, i1)
         y0, y1 = ky.gather(1, i0), ky.gather(1, i1)
         frac = ((gt - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
-        return (y0 + frac * (y1 - y0)).T.reshape(shape)
+        out = y0 + frac * (y1 - y0)
+        if slope is not None:
+            out = out + slope.to(gt.dtype)[:, None] * torch.relu(gt - kx[:, -1:])
+        return out.T.reshape(shape)
+
+    def output(self, g: torch.Tensor, g2: torch.Tensor | None = None) -> torch.Tensor:
+        """The static nonlinearity on generator values ``(..., n_cells)``: expected count per bin
+        (a two-filter LN adds its second nonlinearity of ``g2``)."""
+        if self.nonlinearity == "softplus":
+            return torch.exp(self.log_scale) * nn.functional.softplus(g)
+        out = self._piecewise(g, self.knots_x, self.knots_y, self.tail_slope if self.nonlinearity == "monotone" else None)
+        if self.n_filters == 2:
+            if g2 is None:
+                raise ModelError("a two-filter LN needs both generators", fix="call forward(), or output(*generators(x))")
+            out = out + self._piecewise(g2, self.knots_x2, self.knots_y2, self.tail_slope2)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expected spike count per bin ``(B, n_cells)`` for windows ``(B, history, H, W)``."""
-        return self.output(self.generator(x))
+        return self.output(*self.generators(x))
 
     def forward_chunks(self, zc: torch.Tensor) -> torch.Tensor:
         """Predictions for contiguous stretches ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``;
         row ``l`` predicts the bin after frames ``l .. l + history - 1`` (same as :meth:`forward`)."""
-        return self.output(self.generator_chunks(zc))
+        return self.output(*self.generators_chunks(zc))
 
     def weight_l2(self) -> torch.Tensor:
         """Sum of squared filter weights (not the bias or the nonlinearity)."""
         if self.rank == 1:
-            return self.temporal.pow(2).sum() + (self.spatial * self.mask).pow(2).sum()
-        return (self.weight * self.mask[:, None]).pow(2).sum()
+            out = self.temporal.pow(2).sum() + (self.spatial * self.mask).pow(2).sum()
+        else:
+            out = (self.weight * self.mask[:, None]).pow(2).sum()
+        if self.n_filters == 2:
+            out = out + self.temporal2.pow(2).sum() + (self.spatial2 * self.mask2).pow(2).sum()
+        return out
 
-    def set_crop(self, cell: int, box: tuple[int, int, int, int]) -> None:
-        """Restrict cell ``cell``'s filter to rows ``box[0]:box[1]``, columns ``box[2]:box[3]``."""
+    def set_crop(self, cell: int, box: tuple[int, int, int, int], which: int = 1) -> None:
+        """Restrict cell ``cell``'s filter (``which`` 1 or 2) to rows ``box[0]:box[1]``, columns ``box[2]:box[3]``."""
         r0, r1, c0, c1 = (int(b) for b in box)
+        mask, cb = (self.mask, self.crop_box) if which == 1 else (self.mask2, self.crop_box2)
         with torch.no_grad():
-            self.mask[cell].zero_()
-            self.mask[cell, r0:r1, c0:c1] = 1.0
-            self.crop_box[cell] = torch.tensor([r0, r1, c0, c1])
+            mask[cell].zero_()
+            mask[cell, r0:r1, c0:c1] = 1.0
+            cb[cell] = torch.tensor([r0, r1, c0, c1])
 
 
 # ----------------------------------------------------------------------------- fitting helpers (numpy)
@@ -306,8 +380,9 @@ def fit_ln_revcorr(data: Any, method: str = "sta", rank: int = 1, crop: int | No
 
     ``data`` is a :class:`~retinakit.fitting.train.FitData` (z-scored movie, counts, the
     training and validation masks). ``crop``: box side in pixels, 0 for the whole frame, ``None``
-    to choose per cell on the validation blocks. Returns the model and per-cell details
-    (chosen crop, ridge strength, validation r).
+    to choose per cell on the validation blocks. The filter is estimated on the training bins;
+    the ``monotone`` nonlinearity on held-out generator values (:func:`crossfit_generator`).
+    Returns the model and per-cell details (chosen crop, ridge strength, validation r).
     """
     from tqdm.auto import tqdm
 
@@ -315,6 +390,34 @@ def fit_ln_revcorr(data: Any, method: str = "sta", rank: int = 1, crop: int | No
         raise ConfigError(f"reverse-correlation LN method must be 'sta' or 'ridge', got {method!r}", "ln_method")
     if method == "ridge" and rank != 1:
         raise ConfigError("ln_method 'ridge' fits a rank-1 (space x time) filter", "ln_rank", "use ln_rank 1, or ln_method sta / gd for a full filter")
+    prep = _prepare(data)
+    h, z4, y, fit, val, (H, W) = prep["h"], prep["z4"], prep["y"], prep["fit"], prep["val"], prep["hw"]
+    n = y.shape[1]
+    sta, centres = prep["sta"], prep["centres"]
+    sides = _crop_sides(method, crop, (H, W))
+    folds = crossfit_folds(fit, h)
+    sta_folds = [cross_covariance(prep["z"], y, f, h) for f in folds]
+    model = LN(h, data.frame_shape, n, rank=rank, nonlinearity="monotone", n_knots=n_bins)
+    details: list[dict[str, Any]] = []
+    bar = tqdm(range(n), desc=f"LN ({method})", unit="cell", disable=not progress, leave=False)
+    for c in bar:
+        best = select_single_filter(prep, c, method, rank, sides, n_bins)
+        best = crossfit_nonlinearity(prep, c, best, method, rank, folds, [s[c] for s in sta_folds], n_bins)
+        _install(model, c, best, rank, (H, W))
+        details.append({"cell_index": c, "centre": list(centres[c]), "crop_side": int(best["side"]), "crop_box": list(best["box"]),
+                        "ridge": best.get("ridge"), "val_corr": float(best["r_val"]) if np.isfinite(best["r_val"]) else None,
+                        "tail_slope": float(best["slope"])})
+    bar.close()
+    vals = [d["val_corr"] for d in details if d["val_corr"] is not None]
+    model.geometry_note = (f"LN by {method}: rank {'1' if rank == 1 else 'full'}, per-cell crop "
+                           f"{'chosen on validation from ' + str(sides) if crop is None else 'side ' + str(crop)} px, "
+                           f"monotone nonlinearity ({n_bins} bins, isotonic, cross-fitted, linear upper tail)")
+    model.eval()
+    return model, {"cells": details, "val_corr": float(np.mean(vals)) if vals else None}
+
+
+def _prepare(data: Any) -> dict[str, Any]:
+    """Numpy views of a FitData plus the STA of the training bins and the receptive-field centres."""
     h = int(data.history)
     z4 = data.z.numpy()
     T = z4.shape[0]
@@ -322,44 +425,102 @@ def fit_ln_revcorr(data: Any, method: str = "sta", rank: int = 1, crop: int | No
     z = z4.reshape(T, H * W)
     y = data.y.numpy().astype(np.float64)
     fit, val = np.asarray(data.fit_mask, bool), np.asarray(data.val_mask, bool)
-    n = y.shape[1]
     sta = cross_covariance(z, y, fit, h)
-    centres = locate_centres(sta, (H, W))
+    return {"h": h, "z4": z4, "z": z, "y": y, "fit": fit, "val": val, "hw": (H, W), "sta": sta, "centres": locate_centres(sta, (H, W)),
+            "fit_rows": np.flatnonzero(fit)}
+
+
+def _crop_sides(method: str, crop: int | None, hw: tuple[int, int]) -> list[int]:
+    H, W = hw
     if crop is not None:
-        sides = [int(crop)]
-    else:
-        cands = CROP_CANDIDATES if method == "sta" else RIDGE_CROP_CANDIDATES
-        sides = sorted({s for s in cands if s < max(H, W)} | {0}) if (H, W) != (1, 1) else [0]
-        if method == "ridge" and H * W > RIDGE_CROP_CANDIDATES[-1] ** 2:
-            sides = [s for s in sides if s != 0]  # the whole frame is too many pixels for a regression
-    fit_rows = np.flatnonzero(fit)
-    model = LN(h, data.frame_shape, n, rank=rank, nonlinearity="binned", n_knots=n_bins)
-    details: list[dict[str, Any]] = []
-    bar = tqdm(range(n), desc=f"LN ({method})", unit="cell", disable=not progress, leave=False)
-    for c in bar:
-        best: dict[str, Any] | None = None
-        for side in sides:
-            box = crop_box(centres[c], side, (H, W))
-            if method == "sta":
-                cand = _sta_candidate(sta[c], z4, box, rank, h)
-            else:
-                cand = _ridge_candidate(z4, y[:, c], fit, val, fit_rows, box, h, sta[c])
-            g = cand["g"]
-            kx, ky = fit_binned_nonlinearity(g[fit], y[fit, c], n_bins)
-            r_val = _corr(apply_binned(g[val], kx, ky), y[val, c])
-            if best is None or (np.isfinite(r_val) and (not np.isfinite(best["r_val"]) or r_val > best["r_val"])):
-                best = {**cand, "side": side, "box": box, "kx": kx, "ky": ky, "r_val": r_val}
-        if best is None:
-            raise ModelError("no crop size to try for the LN filter", "ln_crop", "give ln_crop explicitly")
-        _install(model, c, best, rank, (H, W))
-        details.append({"cell_index": c, "centre": list(centres[c]), "crop_side": int(best["side"]), "crop_box": list(best["box"]),
-                        "ridge": best.get("ridge"), "val_corr": float(best["r_val"]) if np.isfinite(best["r_val"]) else None})
-    bar.close()
-    vals = [d["val_corr"] for d in details if d["val_corr"] is not None]
-    model.geometry_note = (f"LN by {method}: rank {'1' if rank == 1 else 'full'}, per-cell crop "
-                           f"{'chosen on validation from ' + str(sides) if crop is None else 'side ' + str(crop)} px, binned nonlinearity ({n_bins} bins)")
-    model.eval()
-    return model, {"cells": details, "val_corr": float(np.mean(vals)) if vals else None}
+        return [int(crop)]
+    if (H, W) == (1, 1):
+        return [0]
+    cands = CROP_CANDIDATES if method == "sta" else RIDGE_CROP_CANDIDATES
+    sides = sorted({s for s in cands if s < max(H, W)} | {0})
+    if method == "ridge" and H * W > RIDGE_CROP_CANDIDATES[-1] ** 2:
+        sides = [s for s in sides if s != 0]  # the whole frame is too many pixels for a regression
+    if not sides:
+        raise ModelError("no crop size to try for the LN filter", "ln_crop", "give ln_crop explicitly")
+    return sides
+
+
+def crossfit_folds(fit: np.ndarray, history: int, n_pieces: int = 8) -> list[np.ndarray]:
+    """Two disjoint masks covering the training bins: alternate contiguous pieces (about
+    ``n_pieces`` in all), so each fold's filter can be evaluated on the other fold's bins."""
+    from ..fitting.train import mask_ranges
+
+    rows = int(np.asarray(fit, bool).sum())
+    piece = max(4 * int(history), int(np.ceil(rows / max(2, n_pieces))))
+    folds = [np.zeros(fit.shape, bool), np.zeros(fit.shape, bool)]
+    k = 0
+    for a, b in mask_ranges(fit):
+        for s in range(a, b, piece):
+            folds[k % 2][s : min(b, s + piece)] = True
+            k += 1
+    if not folds[1].any():  # very short recordings: split the single piece in two
+        idx = np.flatnonzero(fit)
+        folds = [np.zeros(fit.shape, bool), np.zeros(fit.shape, bool)]
+        folds[0][idx[: idx.size // 2]] = True
+        folds[1][idx[idx.size // 2 :]] = True
+    return folds
+
+
+def _candidate(prep: dict[str, Any], c: int, method: str, rank: int, box: tuple[int, int, int, int], sta_c: np.ndarray, fit: np.ndarray,
+               grid: tuple[float, ...] = RIDGE_GRID) -> dict[str, Any]:
+    if method == "sta":
+        return _sta_candidate(sta_c, prep["z4"], box, rank, prep["h"])
+    return _ridge_candidate(prep["z4"], prep["y"][:, c], fit, prep["val"], np.flatnonzero(fit), box, prep["h"], sta_c, grid=grid)
+
+
+def select_single_filter(prep: dict[str, Any], c: int, method: str, rank: int, sides: list[int], n_bins: int) -> dict[str, Any]:
+    """The crop side (and ridge strength) with the best validation r of cell ``c``'s LN prediction
+    (filter on the training bins, monotone nonlinearity fitted to those bins for this comparison)."""
+    y, fit, val = prep["y"][:, c], prep["fit"], prep["val"]
+    best: dict[str, Any] | None = None
+    for side in sides:
+        box = crop_box(prep["centres"][c], side, prep["hw"])
+        cand = _candidate(prep, c, method, rank, box, prep["sta"][c], fit)
+        g = cand["g"]
+        nl = fit_monotone_nonlinearity(g[fit], y[fit], n_bins)
+        r_val = _corr(apply_monotone(g[val], *nl), y[val])
+        if best is None or (np.isfinite(r_val) and (not np.isfinite(best["r_val"]) or r_val > best["r_val"])):
+            best = {**cand, "side": side, "box": box, "r_val": r_val}
+    if best is None:
+        raise ModelError("no crop size to try for the LN filter", "ln_crop", "give ln_crop explicitly")
+    return best
+
+
+def crossfit_generator(prep: dict[str, Any], c: int, best: dict[str, Any], method: str, rank: int, folds: list[np.ndarray],
+                       sta_folds: list[np.ndarray]) -> np.ndarray:
+    """Held-out generator values on the training bins: the filter (same crop, same ridge strength)
+    refitted on one fold predicts the other fold's bins, and vice versa. Bins outside the folds are 0."""
+    g_out = np.zeros(prep["z4"].shape[0])
+    grid = (float(best["ridge"]),) if best.get("ridge") is not None else RIDGE_GRID
+    for k, f in enumerate(folds):
+        cand = _candidate(prep, c, method, rank, best["box"], sta_folds[k], f, grid=grid)
+        other = folds[1 - k]
+        g_out[other] = cand["g"][other]
+    return g_out
+
+
+def crossfit_nonlinearity(prep: dict[str, Any], c: int, best: dict[str, Any], method: str, rank: int, folds: list[np.ndarray],
+                          sta_folds: list[np.ndarray], n_bins: int) -> dict[str, Any]:
+    """Fit cell ``c``'s monotone nonlinearity to held-out generator values (:func:`crossfit_generator`),
+    flipping the filter if needed so that the function increases; validation r of the result."""
+    y, fit, val = prep["y"][:, c], prep["fit"], prep["val"]
+    g_out = crossfit_generator(prep, c, best, method, rank, folds, sta_folds)
+    sign = orientation(g_out[fit], y[fit])
+    best = dict(best)
+    if sign < 0:
+        best["g"] = -best["g"]
+        if rank == 1:
+            best["temporal"] = -np.asarray(best["temporal"])
+        else:
+            best["weight"] = -np.asarray(best["weight"])
+    kx, ky, slope = fit_monotone_nonlinearity(sign * g_out[fit], y[fit], n_bins)
+    best.update(kx=kx, ky=ky, slope=slope, r_val=_corr(apply_monotone(best["g"][val], kx, ky, slope), y[val]))
+    return best
 
 
 def _sta_candidate(sta_c: np.ndarray, z4: np.ndarray, box: tuple[int, int, int, int], rank: int, h: int) -> dict[str, Any]:
@@ -438,14 +599,14 @@ def _subsample_ranges(mask: np.ndarray, max_rows: int, piece: int = 256) -> list
 
 
 def _ridge_candidate(z4: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.ndarray, fit_rows: np.ndarray, box: tuple[int, int, int, int],
-                     h: int, sta_c: np.ndarray, n_iter: int = 4, max_rows: int = 16000) -> dict[str, Any]:
+                     h: int, sta_c: np.ndarray, n_iter: int = 4, max_rows: int = 16000, grid: tuple[float, ...] = RIDGE_GRID) -> dict[str, Any]:
     """Rank-1 ridge regression in a crop by alternating exact temporal and spatial solves.
 
     Temporal step: least squares on the lagged projection of the crop on the spatial profile
     (all training bins). Spatial step: ``s = (A + lam I)^-1 b`` with ``b`` exact (the cropped
     STA contracted with the temporal filter) and ``A``, the covariance of the temporally filtered
     crop, estimated on up to ``max_rows`` training bins (a stimulus statistic: no response noise);
-    ``lam`` is chosen on the validation blocks.
+    ``lam`` is chosen from ``grid`` on the validation blocks.
     """
     from ..fitting.train import mask_ranges
 
@@ -465,7 +626,7 @@ def _ridge_candidate(z4: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.nda
     v_ranges = mask_ranges(val)
     yv = np.concatenate([y[a:b] for a, b in v_ranges])
     temporal = np.zeros(h)
-    ridge = RIDGE_GRID[0]
+    ridge = grid[0]
     for _ in range(n_iter):
         proj = (zc @ spatial.astype(np.float32)).astype(np.float64)
         U = lag_matrix(proj, h, fit_rows)
@@ -483,7 +644,7 @@ def _ridge_candidate(z4: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.nda
         proj_b = evecs.T @ bvec
         scale = max(float(evals.mean()), 1e-12)
         best_r, best_s = -np.inf, spatial
-        for lam in RIDGE_GRID:
+        for lam in grid:
             s_l = evecs @ (proj_b / (np.maximum(evals, 0) + lam * scale))
             r = _corr(Vv @ s_l, yv)
             if np.isfinite(r) and r > best_r:
@@ -516,6 +677,8 @@ def _install(model: LN, c: int, best: dict[str, Any], rank: int, hw: tuple[int, 
         model.bias[c] = 0.0
         model.knots_x[c] = torch.as_tensor(best["kx"])
         model.knots_y[c] = torch.as_tensor(best["ky"])
+        if model.nonlinearity == "monotone":
+            model.tail_slope[c] = float(best.get("slope", 0.0))
 
 
 # ----------------------------------------------------------------------------- gradient descent

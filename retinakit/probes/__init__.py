@@ -63,18 +63,27 @@ class Probe:
         from ..atomic import write_json
         from .base import model_info
 
+        from .base import RangeWatch, range_warnings
+
         resolved = self.resolve(params)
         out = Path(out_dir)
-        body = self.module.run(fitted, resolved, out, progress=progress)
+        watch = RangeWatch(fitted)
+        body = self.module.run(watch, resolved, out, progress=progress)
+        warnings, span = range_warnings(watch, fitted)
         result = {"probe": self.name, "description": self.description, "retinakit_version": __version__, "source": source,
-                  "model": model_info(fitted), "params": resolved, **body}
+                  "model": model_info(fitted), "params": resolved, **body, "warnings": warnings, "range": span}
         write_json(out / RESULT_FILE, result)
         result["out_dir"] = str(out)
         return result
 
     def summary(self, result: dict[str, Any]) -> str:
-        """The result as one screen of text."""
-        return str(self.module.format_summary(result))
+        """The result as one screen of text (warnings last)."""
+        text = str(self.module.format_summary(result))
+        return text + "".join(f"\nwarning: {w}" for w in result.get("warnings", []))
+
+    def readout(self, result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """Per cell id, the few numbers that `probe --compare` sets side by side."""
+        return dict(self.module.cell_readout(result))
 
 
 def probe_names() -> list[str]:

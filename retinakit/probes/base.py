@@ -252,3 +252,96 @@ def finite_or_none(x: Any) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+# ----------------------------------------------------------------------------- the training range
+_RANGE_CACHE: dict[tuple[str, str], dict[str, Any]] = {}
+RATE_MARGIN = 1.5  # a probe rate above this x the cell's largest training rate is outside the training range
+
+
+class RangeWatch:
+    """Wraps a model for one probe run and records what its stimuli and responses span:
+    the full-field luminance (frame mean, in contrast units) and each cell's largest rate (Hz)."""
+
+    def __init__(self, fitted: Any) -> None:
+        self.fitted = fitted
+        self.levels = stimulus_levels(fitted)
+        self.lum = [math.inf, -math.inf]
+        self.max_rate: np.ndarray | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fitted, name)
+
+    def predict(self, stimulus: np.ndarray, *args: Any, **kw: Any) -> np.ndarray:
+        s = np.asarray(stimulus, dtype=np.float64)
+        m = (s.reshape(s.shape[0], -1).mean(1) - self.levels.mean) / self.levels.amplitude
+        self.lum = [min(self.lum[0], float(m.min())), max(self.lum[1], float(m.max()))]
+        out = self.fitted.predict(stimulus, *args, **kw)
+        peak = np.nanmax(np.where(np.isfinite(out), out, -np.inf), axis=0) / self.fitted.frame_dt
+        self.max_rate = peak if self.max_rate is None else np.maximum(self.max_rate, peak)
+        return out
+
+
+def training_range(meta: dict[str, Any], cell_ids: list[int]) -> dict[str, Any] | None:
+    """What the training data spanned, from the recording the model was fit on (None when it cannot be read).
+
+    ``luminance``: 0.1 and 99.9 percentiles of the frame-mean stimulus in contrast units;
+    ``max_rate_hz``: each cell's largest 10-ms-smoothed training rate (the truth: its largest true rate).
+    """
+    import os
+
+    src = meta.get("data_source")
+    if not src or not os.path.isfile(str(src)) or "stim_mean" not in meta:
+        return None
+    key = (str(src), str(meta.get("data_sha256")))
+    if key not in _RANGE_CACHE:
+        from ..errors import RetinakitError
+        from ..io import load_recording
+
+        try:
+            rec = load_recording(src)
+        except (RetinakitError, OSError):
+            return None
+        s = rec.train.stimulus
+        means = np.concatenate([s[a : a + 4096].reshape(min(4096, s.shape[0] - a), -1).astype(np.float64).mean(1) for a in range(0, s.shape[0], 4096)])
+        if rec.train.true_rate is not None:
+            rate = np.asarray(rec.train.true_rate, dtype=np.float64) / float(rec.frame_dt)
+        elif "firing_rate_10ms" in rec.train.rates:
+            rate = np.asarray(rec.train.rates["firing_rate_10ms"], dtype=np.float64)
+        else:
+            rate = np.asarray(rec.train.counts, dtype=np.float64) / float(rec.frame_dt)
+        _RANGE_CACHE[key] = {"frame_means": np.percentile(means, [0.1, 99.9]), "rate": {int(c): float(rate[:, k].max()) for k, c in enumerate(rec.cell_ids)}}
+    cached = _RANGE_CACHE[key]
+    lv = stimulus_levels_from(meta)
+    lum = [(float(v) - lv.mean) / lv.amplitude for v in cached["frame_means"]]
+    return {"luminance": lum, "max_rate_hz": [cached["rate"].get(int(c)) for c in cell_ids]}
+
+
+def stimulus_levels_from(meta: dict[str, Any]) -> Levels:
+    """:func:`stimulus_levels` for bare metadata."""
+
+    class _M:
+        pass
+
+    m = _M()
+    m.meta = meta  # type: ignore[attr-defined]
+    return stimulus_levels(m)
+
+
+def range_warnings(watch: RangeWatch, fitted: Any) -> tuple[list[str], dict[str, Any]]:
+    """Warnings when a probe drove the model outside what it saw in training, and the numbers behind them."""
+    rng = training_range(fitted.meta, fitted.cell_ids)
+    info: dict[str, Any] = {"probe_luminance": watch.lum, "probe_max_rate_hz": None if watch.max_rate is None else [finite_or_none(v) for v in watch.max_rate]}
+    if rng is None:
+        return [f"training range unknown: the recording '{fitted.meta.get('data_source')}' cannot be read, so the probe could not check that it stays inside it"], info
+    info.update({"training_luminance": rng["luminance"], "training_max_rate_hz": rng["max_rate_hz"]})
+    out = []
+    lo, hi = rng["luminance"]
+    if watch.lum[0] < lo - 1e-6 or watch.lum[1] > hi + 1e-6:
+        out.append(f"the probe's full-field luminance spans {watch.lum[0]:+.2f}..{watch.lum[1]:+.2f} (contrast units), the training frames' means "
+                   f"only {lo:+.2f}..{hi:+.2f}: the model is extrapolating (a lower contrast stays closer to its training data)")
+    if watch.max_rate is not None:
+        over = [(c, float(r), m) for c, r, m in zip(fitted.cell_ids, watch.max_rate, rng["max_rate_hz"]) if m is not None and np.isfinite(r) and r > RATE_MARGIN * m]
+        if over:
+            out.append("rates above " + f"{RATE_MARGIN:g}x the largest training rate in cell(s) " + ", ".join(f"{c} ({r:.0f} vs {m:.0f} Hz)" for c, r, m in over))
+    return out, info

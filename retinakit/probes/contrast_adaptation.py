@@ -15,9 +15,16 @@ Measures (per cell)
   preceding frames (plus a constant), using only steady-state bins (the model's whole window
   lies in one contrast block), pooled over cycles; reported in Hz per unit contrast,
   oldest lag first as in :mod:`retinakit.alignment`;
-- gain = Euclidean norm of that filter; **gain ratio** = gain(high) / gain(low) (not reported
-  for cells whose rate s.d. at high contrast is below ``min_sd`` Hz): below 1 the
-  model turns its gain down at high contrast, as retinal cells do;
+- **gain ratio** (Chander and Chichilnisky 2001; Baccus and Meister 2002): at each contrast
+  the filter is scaled to unit norm and a binned nonlinearity is fitted to the rate against
+  that filter's output (in stimulus contrast units); the gain ratio is the horizontal scale
+  ``alpha`` that maps the low-contrast nonlinearity onto the high-contrast one
+  (``N_lo(x) = N_hi(x / alpha)``, :func:`retinakit.probes.lnnull.align_gain`). A static LN model
+  gives 1 whatever its nonlinearity; below 1 the system turns its gain down at high contrast,
+  as retinal cells do. Not reported for cells whose rate s.d. at high contrast is below
+  ``min_sd`` Hz. ``filter_norm_ratio`` (the ratio of the least-squares filters' norms) is also
+  given, but it is NOT a measure of adaptation: a static expansive or saturating nonlinearity
+  alone changes it (Bussgang);
 - kinetics of the filter: the lag (s) of its largest absolute value at each contrast (real
   cells respond faster at high contrast);
 - slow kinetics: the rate averaged over cycles and aligned to the switches, with an
@@ -63,6 +70,26 @@ def linear_filter(stim: np.ndarray, rate: np.ndarray, bins: np.ndarray, history:
     return coef[:-1], float(coef[-1])
 
 
+GAIN_TOLERANCE = 0.1  # a static LN model gives 1 +- this (estimation error): only a lower ratio counts as adaptation
+
+
+def _normalised_gain(x: np.ndarray, rate: np.ndarray, lo_bins: np.ndarray, hi_bins: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray, H: int) -> dict[str, Any]:
+    """Gain ratio from nonlinearities on unit-norm filters (see module docstring)."""
+    from .lnnull import align_gain, binned_nonlinearity
+
+    u_lo = f_lo / np.linalg.norm(f_lo)
+    u_hi = f_hi / np.linalg.norm(f_hi) * (1.0 if float(f_hi @ f_lo) >= 0 else -1.0)
+    curves = []
+    for bins, u in ((lo_bins, u_lo), (hi_bins, u_hi)):
+        X = x[np.asarray(bins)[:, None] + window_frames(0, H)[None, :]]
+        curves.append(binned_nonlinearity(X @ u, rate[bins], 20))
+    (xl, yl), (xh, yh) = curves
+    out = align_gain(xl, yl, xh, yh)
+    out["nl_low"] = {"x": xl.tolist(), "rate_hz": yl.tolist()}
+    out["nl_high"] = {"x": xh.tolist(), "rate_hz": yh.tolist()}
+    return out
+
+
 def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Alternate low and high contrast and compare gain and kinetics (see module docstring)."""
     dt, H = fitted.frame_dt, fitted.history
@@ -95,14 +122,17 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
         f_hi, c_hi = linear_filter(x, rate[:, k], hi_bins, H)
         g_lo, g_hi = float(np.linalg.norm(f_lo)), float(np.linalg.norm(f_hi))
         sd_hi = float(rate[hi_bins, k].std())
-        responsive = sd_hi >= float(params["min_sd"])
+        responsive = sd_hi >= float(params["min_sd"]) and g_lo > 0 and g_hi > 0
+        norm = _normalised_gain(x, rate[:, k], lo_bins, hi_bins, f_lo, f_hi, H) if responsive else {"alpha": None, "misfit": None, "n_bins": 0, "nl_low": None, "nl_high": None}
         fit_hi = fit_exponential((t_al[after_hi] - 1) * dt, aligned[after_hi, k], (dt, block * dt))
         fit_lo = fit_exponential((t_al[after_lo] - block - 1) * dt, aligned[after_lo, k], (dt, block * dt))
         cells.append({
             "id": cid,
             "mean_rate_low_hz": float(rate[lo_bins, k].mean()), "mean_rate_high_hz": float(rate[hi_bins, k].mean()),
             "rate_sd_high_hz": sd_hi, "responsive": responsive,
-            "gain_low": g_lo, "gain_high": g_hi, "gain_ratio": g_hi / g_lo if g_lo > 0 and responsive else None,
+            "gain_low": g_lo, "gain_high": g_hi, "filter_norm_ratio": g_hi / g_lo if g_lo > 0 and responsive else None,
+            "gain_ratio": norm["alpha"], "nl_misfit": norm["misfit"], "nl_bins_compared": norm["n_bins"],
+            "nonlinearity_low": norm["nl_low"], "nonlinearity_high": norm["nl_high"],
             "peak_lag_low_s": float(lags_s[int(np.argmax(np.abs(f_lo)))]), "peak_lag_high_s": float(lags_s[int(np.argmax(np.abs(f_hi)))]),
             "filter_low": f_lo.tolist(), "filter_high": f_hi.tolist(),
             "tau_high_s": fit_hi["tau_s"], "amp_high_hz": fit_hi["amp_hz"], "r2_high": fit_hi["r2"],
@@ -113,7 +143,8 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
         "levels": levels.as_dict(), "block_frames": block, "cycles": n_cyc, "steady_bins": {"low": int(lo_bins.size), "high": int(hi_bins.size)},
         "filter_lags_s": lags_s.tolist(), "cells": cells,
         "median_gain_ratio": float(np.median(ratios)) if ratios else None,
-        "n_gain_reduced": sum(1 for r in ratios if r < 1),
+        "n_gain_reduced": sum(1 for r in ratios if r < 1.0 - GAIN_TOLERANCE),
+        "gain_tolerance": GAIN_TOLERANCE,
         "time_course": {"time_from_switch_s": (t_al * dt).tolist(), "rates_hz": aligned.T.tolist()},
     }
     result["figures"] = _figures(result, fitted.cell_ids, out_dir)
@@ -161,7 +192,7 @@ def format_summary(result: dict[str, Any]) -> str:
     p = result["params"]
     mg = result["median_gain_ratio"]
     lines = [f"Contrast adaptation: full-field flicker, s.d. {p['low']:g} <-> {p['high']:g}, {result['block_frames']}-frame blocks x {result['cycles']} cycles; "
-             f"gain reduced at high contrast in {result['n_gain_reduced']}/{len(result['cells'])} cells (median ratio {'-' if mg is None else f'{mg:.2f}'})", "",
+             f"gain reduced at high contrast (ratio < {1 - result['gain_tolerance']:g}) in {result['n_gain_reduced']}/{len(result['cells'])} cells (median ratio {'-' if mg is None else f'{mg:.2f}'})", "",
              f"{'cell':>6} {'gain hi/lo':>10} {'peak lag lo':>12} {'peak lag hi':>12} {'tau hi':>8} {'r2':>5} {'tau lo':>8} {'r2':>5} {'rate lo':>8} {'rate hi':>8}"]
     f = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
     r2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -170,5 +201,17 @@ def format_summary(result: dict[str, Any]) -> str:
         lines.append(f"{c['id']:>6} {g:>10} {f(c['peak_lag_low_s']):>12} {f(c['peak_lag_high_s']):>12} {f(c['tau_high_s']):>8} {r2(c['r2_high']):>5} "
                      f"{f(c['tau_low_s']):>8} {r2(c['r2_low']):>5} "
                      f"{c['mean_rate_low_hz']:>8.1f} {c['mean_rate_high_hz']:>8.1f}")
-    lines.append("gain = norm of the least-squares linear filter (Hz per unit contrast); tau from an exponential fit to the cycle-averaged rate after each switch (r2: variance it explains; low r2 = no clear adaptation)")
+    lines.append("gain hi/lo = horizontal scale between the nonlinearities fitted at each contrast on unit-norm filters (a static LN model gives 1; "
+                 "Chander and Chichilnisky 2001); tau from an exponential fit to the cycle-averaged rate after each switch (r2: variance it explains; low r2 = no clear adaptation)")
     return "\n".join(lines)
+
+
+def cell_readout(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per cell, the numbers `probe --compare` sets side by side."""
+    out = {}
+    for c in result["cells"]:
+        g = c["gain_ratio"]
+        out[int(c["id"])] = {"gain hi/lo": None if g is None else round(g, 2),
+                             "adapts": None if g is None else ("yes" if g < 1 - result["gain_tolerance"] else "no"),
+                             "peak lag lo/hi ms": f"{c['peak_lag_low_s'] * 1000:.0f}/{c['peak_lag_high_s'] * 1000:.0f}"}
+    return out

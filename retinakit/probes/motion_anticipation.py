@@ -21,6 +21,14 @@ Measures (per cell, per direction and averaged over the two directions)
   than a cell that simply responds with its flash latency would (positive = anticipates);
 - ``bar_offset_at_peak_px``: where the bar centre is at the peak, relative to the RF centre, in
   the direction of motion (negative = still approaching).
+- **against the linear prediction**: the moving bar is a sequence of one-frame bars; the sum of
+  the responses to one-frame bars flashed at pixel-aligned positions (sub-pixel positions
+  interpolated between neighbours, exact for a linear system and whole-pixel widths), delayed
+  to when the moving bar passes, is what a linear cell would do. ``linear_lag_s`` is the lag of
+  that prediction's peak, and ``anticipation_beyond_linear_s = linear_lag_s - lag_s``: a
+  biphasic linear filter with an extended receptive field already peaks early, so only this
+  difference is anticipation the linear receptive field does not explain (``leads_beyond_linear``
+  when it exceeds one frame in the mean over directions).
 Averaging the two directions cancels an error in the estimated RF centre. Polarity ``auto``
 analyses each cell with the bar polarity that drives it more in the flash map. Cells whose best
 flash rise is below ``min_rise`` Hz are reported as unresponsive.
@@ -78,12 +86,23 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
             stims.append(to_raw(c * _coverage(shape, cen, width), levels, fitted.frame_shape))
         for d in DIRECTIONS.values():
             stims.append(to_raw(c * _coverage(shape, _moving_centers(T_move, onset, W, width, v, d), width), levels, fitted.frame_shape))
+    lin_T = onset + 2 * H + 1
+    lin_pos = np.arange(int(math.floor(-width / 2 - 1)), int(math.ceil(W + width / 2 + 1)) + 1)  # bar centres j + 0.5
+    for pol in pols:
+        c = contrast * SIGN[pol]
+        for j in lin_pos:
+            cen = np.full(lin_T, np.nan)
+            cen[onset] = j + 0.5
+            stims.append(to_raw(c * _coverage(shape, cen, width), levels, fitted.frame_shape))
     rates = iter(model_rates(fitted, stims, desc="motion-anticipation", progress=progress))
     flash_r = {pol: None for pol in pols}
     move_r: dict[str, dict[str, np.ndarray]] = {}
     for pol in pols:
         flash_r[pol] = np.stack([next(rates) for _ in range(W)])  # (W, T, cells)
         move_r[pol] = {name: next(rates) for name in DIRECTIONS}
+    one_frame = {pol: np.stack([next(rates) for _ in lin_pos]) for pol in pols}  # (positions, lin_T, cells)
+    linear_r = {pol: {name: _linear_prediction(one_frame[pol], lin_pos, onset, H, _moving_centers(T_move, onset, W, width, v, d)) for name, d in DIRECTIONS.items()}
+                for pol in pols}
 
     min_rise = float(params["min_rise"])
     cells = []
@@ -105,12 +124,19 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
             start = -width / 2 if d > 0 else W + width / 2
             t_arr = onset + (center - start) / (v * d)
             lag = (t_peak - t_arr) * dt
+            rl = linear_r[pol][name][:, k]
+            il = onset + 1 + int(np.nanargmax(rl[onset + 1 :]))
+            lin_lag = (parabolic_peak(rl, il) - t_arr) * dt
             cell["directions"][name] = {"arrival_frame": float(t_arr), "peak_bin": float(t_peak), "peak_hz": float(r[i]), "lag_s": float(lag),
-                                        "anticipation_s": float(flash_latency - lag), "bar_offset_at_peak_px": float((t_peak - t_arr) * v)}
+                                        "anticipation_s": float(flash_latency - lag), "bar_offset_at_peak_px": float((t_peak - t_arr) * v),
+                                        "linear_lag_s": float(lin_lag), "anticipation_beyond_linear_s": float(lin_lag - lag)}
         lags = [x["lag_s"] for x in cell["directions"].values()]
         cell["mean_lag_s"] = float(np.mean(lags))
         cell["mean_anticipation_s"] = float(flash_latency - np.mean(lags))
         cell["leads"] = bool(cell["responsive"] and cell["mean_lag_s"] < 0)
+        cell["mean_linear_lag_s"] = float(np.mean([x["linear_lag_s"] for x in cell["directions"].values()]))
+        cell["mean_anticipation_beyond_linear_s"] = float(cell["mean_linear_lag_s"] - cell["mean_lag_s"])
+        cell["leads_beyond_linear"] = bool(cell["responsive"] and cell["mean_anticipation_beyond_linear_s"] > dt)
         if not cell["responsive"]:
             cell["note"] = f"best flash rise {prof.max():.2f} Hz < min_rise: numbers are not meaningful"
         cells.append(cell)
@@ -118,6 +144,7 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
         "levels": levels.as_dict(), "width_px": width, "speed_px_per_s": speed, "speed_px_per_frame": v, "flash_frames": flash,
         "onset_frame": onset, "cells": cells,
         "n_leading": sum(c["leads"] for c in cells), "n_responsive": sum(c["responsive"] for c in cells),
+        "n_leading_beyond_linear": sum(c["leads_beyond_linear"] for c in cells),
         "traces": {name: {"time_s": ((np.arange(onset, T_move) - onset) * dt).tolist(),
                           "rates_hz": [move_r[c["polarity"]][name][onset:, k].tolist() for k, c in enumerate(cells)]} for name in DIRECTIONS},
     }
@@ -130,6 +157,27 @@ def _coverage(shape: tuple[int, int], centers: np.ndarray, width: float) -> np.n
     c = np.asarray(centers, dtype=np.float64)
     cov = bar_coverage(shape, np.where(np.isfinite(c), c, -1e9), width)
     return cov
+
+
+def _linear_prediction(one_frame: np.ndarray, positions: np.ndarray, onset: int, H: int, centers: np.ndarray) -> np.ndarray:
+    """Rates ``(T, cells)`` a linear system would give to a bar at ``centers`` (per frame, NaN = no bar):
+    the sum of its responses to one-frame bars (``one_frame``: ``(positions, T1, cells)``, flashed at
+    ``onset`` centred on ``positions + 0.5``), each delayed to its frame, interpolated between positions."""
+    base = np.nanmean(one_frame[:, H : onset + 1], axis=(0, 1))  # (cells,)
+    dev = np.nan_to_num(one_frame[:, onset:] - base)  # response from the flash frame on, (positions, L, cells)
+    L = dev.shape[1]
+    T = centers.shape[0]
+    out = np.zeros((T + L, dev.shape[2]))
+    for f in np.flatnonzero(np.isfinite(centers)):
+        u = centers[f] - 0.5 - positions[0]
+        j = int(math.floor(u))
+        a = u - j
+        if j < 0 or j + 1 >= positions.size:
+            continue
+        out[f : f + L] += (1 - a) * dev[j] + a * dev[j + 1]
+    r = base + out[:T]
+    r[:H] = np.nan
+    return r
 
 
 def _moving_centers(T: int, onset: int, W: int, width: float, v: float, direction: float) -> np.ndarray:
@@ -172,16 +220,28 @@ def _figure(result: dict[str, Any], ids: list[int], out_dir: Path) -> str:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    """One screen: RF centre, flash latency, moving-bar lag and anticipation per cell."""
+    """One screen: RF centre, flash latency, moving-bar lag, the linear prediction's lag and the anticipation beyond it."""
     lines = [f"Motion anticipation: {result['width_px']:g}-px bar at {result['speed_px_per_s']:g} px/s ({result['speed_px_per_frame']:.3g} px/frame), both directions; "
-             f"{result['n_leading']}/{result['n_responsive']} responsive cells peak before the bar reaches the RF centre", "",
-             f"{'cell':>6} {'pol':>6} {'RF x':>6} {'flash lat':>10} {'lag right':>10} {'lag left':>9} {'mean lag':>9} {'anticip.':>9}"]
+             f"{result['n_leading']}/{result['n_responsive']} responsive cells peak before the bar reaches the RF centre, "
+             f"{result['n_leading_beyond_linear']} earlier than their linear prediction", "",
+             f"{'cell':>6} {'pol':>6} {'RF x':>6} {'flash lat':>10} {'lag right':>10} {'lag left':>9} {'mean lag':>9} {'linear lag':>11} {'beyond lin.':>12}"]
+    ms = lambda v: f"{v * 1000:+.0f} ms"  # noqa: E731
     for c in result["cells"]:
         if not c["responsive"]:
             lines.append(f"{c['id']:>6} {c['polarity']:>6}   unresponsive to flashed bars")
             continue
-        ms = lambda v: f"{v * 1000:+.0f} ms"  # noqa: E731
         lines.append(f"{c['id']:>6} {c['polarity']:>6} {c['rf_center_px']:>6.1f} {c['flash_latency_s'] * 1000:>7.0f} ms {ms(c['directions']['right']['lag_s']):>10} "
-                     f"{ms(c['directions']['left']['lag_s']):>9} {ms(c['mean_lag_s']):>9} {ms(c['mean_anticipation_s']):>9}")
-    lines.append("lag = response peak - arrival of the bar centre at the RF centre (negative = anticipation); anticip. = flash latency - lag")
+                     f"{ms(c['directions']['left']['lag_s']):>9} {ms(c['mean_lag_s']):>9} {ms(c['mean_linear_lag_s']):>11} {ms(c['mean_anticipation_beyond_linear_s']):>12}")
+    lines.append("lag = response peak - arrival of the bar centre at the RF centre (negative = peaks before); linear lag = the same for the sum of "
+                 "one-frame bar responses (a linear cell); beyond lin. = linear lag - lag (positive = anticipation the linear receptive field does not explain)")
     return "\n".join(lines)
+
+
+def cell_readout(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per cell, the numbers `probe --compare` sets side by side."""
+    out = {}
+    for c in result["cells"]:
+        ms = lambda v: round(v * 1000)  # noqa: E731
+        out[int(c["id"])] = {"lag ms": ms(c["mean_lag_s"]) if c["responsive"] else None, "linear lag ms": ms(c["mean_linear_lag_s"]) if c["responsive"] else None,
+                             "beyond linear ms": ms(c["mean_anticipation_beyond_linear_s"]) if c["responsive"] else None}
+    return out

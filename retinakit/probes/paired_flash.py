@@ -14,9 +14,18 @@ Measures (per cell)
 - second response ``R2(d)``: the peak of (paired response - single-flash response) in bins
   ``o + d + 1 .. o + d + window``, i.e. what the second flash adds (the classic subtraction
   of the first flash's response, which overlaps at short intervals);
-- recovery ``R2(d) / R1`` per interval (1 = full recovery, < 1 depression, > 1 facilitation);
-  the intervals at which recovery first reaches 0.5 and 0.9 (linear interpolation between
-  tested intervals; None when never reached, the first interval when already there).
+- recovery ``R2(d) / R1`` per interval; the intervals at which recovery first reaches 0.5 and
+  0.9 (linear interpolation between tested intervals; None when never reached, the first
+  interval when already there);
+- **null recovery**: the same numbers for a static LN model of the cell (:mod:`retinakit.probes.lnnull`,
+  fitted to the system's response to full-field flicker) shown the same flashes. The
+  subtraction assumes linearity, so a static nonlinearity alone makes the second response
+  smaller or larger than the first; only the difference ``recovery - null recovery`` is the
+  system's own depression (< 0) or facilitation (> 0). A cell shows **depression** when that
+  difference is below ``-tolerance`` at some interval, **facilitation** when above ``+tolerance``.
+
+The default contrast (0.5) keeps the flash responses below saturation: at full contrast a
+saturating nonlinearity makes every recovery 1.
 
 Cells with ``R1 < min_rise`` Hz are reported as unresponsive (recovery not computed).
 """
@@ -39,10 +48,12 @@ DESCRIPTION = "two identical full-field flashes at a sweep of intervals: recover
 PARAMS = (
     Param("intervals", AUTO, "floats", "s", "onset-to-onset intervals, rounded to whole frames; auto = 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6 s (those longer than the flash)", low=0.0, high=60.0),
     Param("flash", 0.02, "float", "s", "flash duration (at least 1 frame)", low=0.0, high=10.0),
-    Param("contrast", 1.0, "float", "", "flash contrast magnitude (1 = the largest excursion from the mean inside the training range)", low=0.0, high=1.0, nonzero=True),
+    Param("contrast", 0.5, "float", "", "flash contrast magnitude (1 = the largest excursion from the mean inside the training range; the default stays below saturation)", low=0.0, high=1.0, nonzero=True),
     Param("polarity", "auto", "choice", "", "flash polarity; auto = per cell, the one whose single flash drives it more", choices=("auto", "bright", "dark")),
     Param("window", 0.3, "float", "s", "response window after each flash", low=0.0, high=10.0),
     Param("min_rise", 1.0, "float", "Hz", "cells whose first-flash rise is below this are unresponsive", low=0.0, high=1e6),
+    Param("null", "flicker", "choice", "", "static-LN null fitted to the response to full-field flicker, or none", choices=("flicker", "none")),
+    Param("tolerance", 0.15, "float", "", "recovery must differ from the null's by more than this to count as depression or facilitation", low=0.0, high=10.0),
 )
 
 DEFAULT_INTERVALS_S = (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6)
@@ -84,13 +95,21 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     used = [p for p in ("bright", "dark") if p in polarity]
     onset = H + 5
     T = onset + intervals[-1] + window + 1
-    stims = []
+    contrasts = []
     for pol in used:
         c = contrast * SIGN[pol]
-        stims.append(to_raw(pulses(T, [onset], flash, c), levels, fitted.frame_shape))
-        stims += [to_raw(pulses(T, [onset, onset + d], flash, c), levels, fitted.frame_shape) for d in intervals]
-    rates = iter(model_rates(fitted, stims, desc="paired-flash", progress=progress))
+        contrasts.append(pulses(T, [onset], flash, c))
+        contrasts += [pulses(T, [onset, onset + d], flash, c) for d in intervals]
+    rates = iter(model_rates(fitted, [to_raw(c, levels, fitted.frame_shape) for c in contrasts], desc="paired-flash", progress=progress))
     by_pol = {pol: [next(rates) for _ in range(len(intervals) + 1)] for pol in used}
+    nulls = None
+    if params["null"] == "flicker":
+        from .lnnull import flicker_nulls, null_rates
+
+        nulls, _ = flicker_nulls(fitted, levels, progress=False)
+        nr = iter([null_rates(nulls, c) for c in contrasts])
+        null_by_pol = {pol: [next(nr) for _ in range(len(intervals) + 1)] for pol in used}
+    tol = float(params["tolerance"])
 
     cells = []
     min_rise = float(params["min_rise"])
@@ -100,14 +119,26 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
         responsive = rec["r1_hz"] >= min_rise
         rv = rec["recovery"] if responsive else [None] * len(intervals)
         pts = [(d * dt, v) for d, v in zip(intervals, rv) if v is not None]
-        cells.append({
+        cell = {
             "id": cid, "polarity": polarity[k], "responsive": bool(responsive), **rec, "recovery": rv,
             "interval_50_s": first_crossing(*zip(*pts), 0.5) if pts else None,
             "interval_90_s": first_crossing(*zip(*pts), 0.9) if pts else None,
-        })
+            "null_recovery": None, "recovery_minus_null": None, "null_r2": None, "verdict": "unresponsive" if not responsive else "no null",
+        }
+        if nulls is not None:
+            nt = null_by_pol[polarity[k]]
+            nrec = recovery(nt[0][:, k], {d: tr[:, k] for d, tr in zip(intervals, nt[1:])}, onset, (H, onset + 1), window)
+            nv = nrec["recovery"] if nrec["r1_hz"] > 0 else [None] * len(intervals)
+            diff = [None if a is None or b is None else a - b for a, b in zip(rv, nv)]
+            cell.update({"null_recovery": nv, "recovery_minus_null": diff, "null_r2": nulls[k].r2})
+            if responsive:
+                dd = [v for v in diff if v is not None]
+                dep, fac = any(v < -tol for v in dd), any(v > tol for v in dd)
+                cell["verdict"] = "depression and facilitation" if dep and fac else "depression" if dep else "facilitation" if fac else "as the static LN"
+        cells.append(cell)
     result: dict[str, Any] = {
         "levels": levels.as_dict(), "flash_frames": flash, "window_frames": window, "onset_frame": onset,
-        "intervals_s": [d * dt for d in intervals], "intervals_frames": intervals, "cells": cells,
+        "intervals_s": [d * dt for d in intervals], "intervals_frames": intervals, "cells": cells, "contrast": contrast,
     }
     result["figures"] = [_figure(result, out_dir)]
     return result
@@ -125,10 +156,13 @@ def _figure(result: dict[str, Any], out_dir: Path) -> str:
         if not c["responsive"]:
             continue
         y = np.array([np.nan if v is None else v for v in c["recovery"]])
-        ax.plot(x, y, "o-", color=cols(k % 10), ms=3, lw=1, label=f"cell {c['id']} ({c['polarity']})")
+        ax.plot(x, y, "o-", color=cols(k % 10), ms=3, lw=1, label=f"cell {c['id']} ({c['polarity']}): {c['verdict']}")
+        if c.get("null_recovery") is not None:
+            ax.plot(x, np.array([np.nan if v is None else v for v in c["null_recovery"]]), "--", color=cols(k % 10), lw=0.8)
     ax.axhline(1.0, color="0.6", ls=":", lw=1)
     ax.set_xlabel("interval between flash onsets (ms)")
     ax.set_ylabel("second response / first response")
+    ax.set_title(f"Paired flashes, contrast {result['contrast']:g} (dashed: static-LN null)", fontsize=10)
     if any(c["responsive"] for c in result["cells"]):
         ax.legend(fontsize=7)
     else:
@@ -137,16 +171,30 @@ def _figure(result: dict[str, Any], out_dir: Path) -> str:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    """One screen: recovery per interval and the 50 % / 90 % recovery intervals per cell."""
+    """One screen: recovery and the null's recovery per interval, the verdict per cell."""
     iv = result["intervals_s"]
-    lines = [f"Paired flashes: {result['flash_frames']}-frame flashes, contrast {result['params']['contrast']:g}, polarity {result['params']['polarity']}; "
-             "recovery = R2/R1 (second response after subtracting the single-flash response)", "",
-             f"{'cell':>6} {'R1 Hz':>7} {'50%':>8} {'90%':>8}   recovery at " + " ".join(f"{d * 1000:.0f}" for d in iv) + " ms"]
+    p = result["params"]
+    lines = [f"Paired flashes: {result['flash_frames']}-frame flashes, contrast {p['contrast']:g}, polarity {p['polarity']}; "
+             "recovery = R2/R1 (second response after subtracting the single-flash response); null = a static LN model of the cell fitted to flicker", "",
+             f"{'cell':>6} {'R1 Hz':>7} {'50%':>8} {'90%':>8} {'verdict':>28}   recovery (null) at " + " ".join(f"{d * 1000:.0f}" for d in iv) + " ms"]
+    f = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
     for c in result["cells"]:
         if not c["responsive"]:
             lines.append(f"{c['id']:>6} {c['r1_hz']:>7.1f}   unresponsive to {c['polarity']} flashes")
             continue
-        f = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
-        rec = " ".join("-" if v is None else f"{v:.2f}" for v in c["recovery"])
-        lines.append(f"{c['id']:>6} {c['r1_hz']:>7.1f} {f(c['interval_50_s']):>8} {f(c['interval_90_s']):>8}   {rec}")
+        nv = c.get("null_recovery") or [None] * len(iv)
+        rec = " ".join(("-" if v is None else f"{v:.2f}") + ("" if n is None else f"({n:.2f})") for v, n in zip(c["recovery"], nv))
+        lines.append(f"{c['id']:>6} {c['r1_hz']:>7.1f} {f(c['interval_50_s']):>8} {f(c['interval_90_s']):>8} {c['verdict']:>28}   {rec}")
+    lines.append(f"verdict: recovery below (depression) or above (facilitation) the null's by more than {p['tolerance']:g} at some interval")
     return "\n".join(lines)
+
+
+def cell_readout(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per cell, the numbers `probe --compare` sets side by side."""
+    out = {}
+    for c in result["cells"]:
+        diff = [v for v in (c.get("recovery_minus_null") or []) if v is not None]
+        out[int(c["id"])] = {"verdict": c["verdict"], "R1 Hz": round(c["r1_hz"], 1),
+                             "50% ms": None if c["interval_50_s"] is None else round(c["interval_50_s"] * 1000),
+                             "min rec-null": round(min(diff), 2) if diff else None}
+    return out

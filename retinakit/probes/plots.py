@@ -26,9 +26,10 @@ def panel_grid(n: int, panel_size: tuple[float, float] = (3.2, 2.4)) -> tuple[An
     return fig, flat[:n]
 
 
-def save(fig: Any, out_dir: Path, name: str) -> str:
-    """Save ``fig`` as ``out_dir/name`` (tight layout) and return the file name."""
-    fig.tight_layout()
+def save(fig: Any, out_dir: Path, name: str, tight: bool = True) -> str:
+    """Save ``fig`` as ``out_dir/name`` (tight layout unless ``tight`` is False) and return the file name."""
+    if tight:
+        fig.tight_layout()
     save_figure(fig, Path(out_dir) / name)
     return name
 

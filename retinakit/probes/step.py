@@ -140,3 +140,10 @@ def format_summary(result: dict[str, Any]) -> str:
         lines.append(f"{c['id']:>6} {c['class']:>7} {pi:>6} {c['on_strength_hz']:>7.1f} {c['off_strength_hz']:>7.1f} {lat:>9} {sus:>9}")
     lines.append("PI = (ON - OFF) / (ON + OFF) of the peak rises to light increments vs decrements; latency to the peak after the preferred step")
     return "\n".join(lines)
+
+
+def cell_readout(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per cell, the numbers `probe --compare` sets side by side."""
+    return {int(c["id"]): {"class": c["class"], "PI": None if c["polarity_index"] is None else round(c["polarity_index"], 2),
+                           "latency ms": None if c["latency_s"] is None else round(c["latency_s"] * 1000),
+                           "sustained": None if c["sustained_index"] is None else round(c["sustained_index"], 2)} for c in result["cells"]}

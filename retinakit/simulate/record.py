@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..recording import Recording, Split
-from .retina import SIMULATOR_VERSION, Retina, RetinaParams, bin_spike_bins, poisson_dead_time
+from .retina import CELL_TYPES, SIMULATOR_VERSION, CellType, Retina, RetinaParams, bin_spike_bins, poisson_dead_time, resolve_cell_types
 from .stimuli import FLICKERS, STIMULI, make_stimulus
 
 # Independent random streams, so that e.g. more repeats do not change the training stimulus.
@@ -45,6 +45,7 @@ class SimulationSpec:
     block_minutes: float = 5.0  # training comes in blocks of at most this length
     lead_in_s: float = 1.0  # stimulus shown before each block / repeat, not recorded
     gap_s: float = 2.0  # time between segments on the session clock
+    cell_types: tuple[str, ...] = ()  # cell mix, taken in turn (see resolve_cell_types); () = the five standard types
 
     def validate(self) -> "SimulationSpec":
         """Check every field; raise :class:`~retinakit.errors.ConfigError` naming the bad one."""
@@ -66,7 +67,14 @@ class SimulationSpec:
             raise ConfigError(f"frame size must be 8..512 pixels a side, got {'x'.join(map(str, self.size))}", "--size", "e.g. --size 32 or --size 50x50")
         if not self.block_minutes > 0 or self.lead_in_s < 0 or self.gap_s < 0:
             raise ConfigError("block length must be positive, lead-in and gap not negative", "simulation spec")
+        if self.cell_types:
+            resolve_cell_types(self.cell_types)
         return self
+
+    @property
+    def types(self) -> tuple[CellType, ...]:
+        """The cell types, in the order cells take them."""
+        return resolve_cell_types(self.cell_types) if self.cell_types else CELL_TYPES
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -77,6 +85,10 @@ class SimulationSpec:
         """Plain JSON types (tuples as lists)."""
         d = asdict(self)
         d["size"] = [int(v) for v in self.size]
+        if self.cell_types:
+            d["cell_types"] = [str(v) for v in self.cell_types]
+        else:
+            del d["cell_types"]  # the default mix is not written, so default files stay as they were
         return d
 
 
@@ -125,7 +137,7 @@ def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: 
     spec = (spec or SimulationSpec()).validate()
     dt = 1.0 / spec.frame_rate
     shape = spec.frame_shape
-    retina = Retina.build(shape, int(spec.n_cells), seed=int(spec.seed), frame_rate=spec.frame_rate, params=params)
+    retina = Retina.build(shape, int(spec.n_cells), seed=int(spec.seed), frame_rate=spec.frame_rate, params=params, types=spec.types)
     n_train = int(round(spec.minutes * 60.0 * spec.frame_rate))
     n_test = int(round(spec.test_seconds * spec.frame_rate))
     n_lead = int(round(spec.lead_in_s * spec.frame_rate))
@@ -187,6 +199,7 @@ def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: 
         "cells": retina.ground_truth(),
         "output_nonlinearity": retina.output.to_json() if retina.output else None,
         "train_block_starts": [int(v) for v in starts],
+        **({"cell_type_table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(t).items()} for t in spec.types]} if spec.cell_types else {}),
         "true_rate": "expected spike count per bin (model rate x bin width), before spiking noise",
     }
     rec = Recording(

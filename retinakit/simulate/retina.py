@@ -31,7 +31,7 @@ The parameters and their values are described in ``data/SIMULATION.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -64,6 +64,112 @@ CELL_TYPES: tuple[CellType, ...] = (
     CellType("ON sustained", "ON", False, 1.6, 0.080, 0.40, 10.0, 8.0),
     CellType("ON-OFF transient", "ON-OFF", True, 2.2, 0.060, 0.85, 7.0, 25.0),
 )
+
+
+@dataclass(frozen=True)
+class OSRCellType(CellType):
+    """A cell type with an omitted-stimulus pathway on top of its (ON, subunit) drive.
+
+    A phenomenological ground truth for the OSR probe, after the resonance models of the OSR
+    (Werner et al. 2008; Gao et al. 2009): the cell's pooled rectified subunit drive ``e(t)``
+    without its slow mean (an exponential mean over the longest resonator period subtracted)
+    feeds a bank of damped resonators (natural periods geometric in ``resonator_periods_s``,
+    impulse response ``rho^n cos(2 pi n / P_i)``, all decaying with ``resonator_tau_s``, so that
+    their ratios hold when the input stops). Their running energies (exponential mean of the
+    squared output over ``energy_tau_s``) give the rhythm of the recent input ``P(t)``: the period of the most
+    energetic resonator, refined by a parabola through the log energies of it and its two
+    neighbours (in log period): the pathway adapts to the flash rhythm. It
+    predicts the drive one rhythm period later, ``e(t - P(t))``, and this prediction is
+    cancelled by inhibition from the actual drive (``inhibition`` x the larger of ``e`` and
+    ``e`` smoothed over ``inhibition_tau_s``). While flashes keep coming the two coincide; when
+    a flash is omitted the uncancelled prediction fires a burst at the latency of the flash
+    response after the time the flash was due, so the latency from the last flash grows with
+    the period with slope near 1 (Schwartz et al. 2007). The flash responses themselves are weak
+    (``direct_weight``), as in the recordings. The generator is
+    ``direct_weight * e + osr_weight * max(e(t - P(t)) - inhibition, 0)``.
+    """
+
+    resonator_periods_s: tuple[float, float] = (0.04, 0.25)
+    n_resonators: int = 16
+    resonator_tau_s: float = 0.2
+    energy_tau_s: float = 0.1
+    inhibition: float = 1.5
+    inhibition_tau_s: float = 0.02
+    direct_weight: float = 0.4
+    osr_weight: float = 2.0
+
+
+#: Opt-in cell types, not in the default mix (``SimulationSpec.cell_types`` / ``--cell-types``).
+EXTRA_CELL_TYPES: tuple[CellType, ...] = (
+    OSRCellType("ON omitted-stimulus", "ON", True, 2.0, 0.065, 0.85, 6.0, 25.0),
+)
+
+
+def type_slug(ct: CellType) -> str:
+    """A cell type's name for the command line: ``ON transient`` -> ``on-transient``."""
+    return ct.name.lower().replace(" ", "-")
+
+
+def resolve_cell_types(names: tuple[str, ...] | list[str]) -> tuple[CellType, ...]:
+    """Cell types from slugs or names (``default`` = the five standard types); ConfigError if unknown."""
+    table = {type_slug(t): t for t in CELL_TYPES + EXTRA_CELL_TYPES}
+    out: list[CellType] = []
+    for raw in names:
+        key = str(raw).strip().lower().replace(" ", "-").replace("_", "-")
+        if key == "default":
+            out.extend(CELL_TYPES)
+        elif key in table:
+            out.append(table[key])
+        else:
+            import difflib
+
+            near = difflib.get_close_matches(key, list(table) + ["default"], n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ConfigError(f"unknown cell type '{raw}'", "--cell-types", f"{hint}use default or any of {', '.join(table)}")
+    if not out:
+        raise ConfigError("no cell type given", "--cell-types", "e.g. --cell-types default,on-omitted-stimulus")
+    return tuple(out)
+
+
+def omission_pathway(e: np.ndarray, ct: OSRCellType, frame_rate: float) -> np.ndarray:
+    """The generator of an :class:`OSRCellType` cell from its rectified subunit drive ``e`` ``(T,)``.
+
+    Causal: ``out[t]`` depends on ``e[:t + 1]`` only (and ``e[t]`` on frames before ``t``).
+    """
+    from scipy.signal import lfilter
+
+    x = np.asarray(e, dtype=np.float64)
+    T = x.size
+    dt = 1.0 / float(frame_rate)
+    periods = np.geomspace(ct.resonator_periods_s[0], ct.resonator_periods_s[1], int(ct.n_resonators))
+    c = 1.0 - math.exp(-dt / periods[-1])
+    x_ac = x - lfilter([c], [1.0, -(1.0 - c)], x)  # the drive without its slow mean (which every resonator would pass)
+    energies = []
+    for P in periods:
+        w = 2.0 * math.pi * dt / P
+        rho = math.exp(-dt / ct.resonator_tau_s)
+        # impulse response rho^n cos(w n): (1 - rho cos w z^-1) / (1 - 2 rho cos w z^-1 + rho^2 z^-2)
+        y = lfilter([1.0, -rho * math.cos(w)], [1.0, -2.0 * rho * math.cos(w), rho * rho], x_ac)
+        a = 1.0 - math.exp(-dt / ct.energy_tau_s)
+        energies.append(lfilter([a], [1.0, -(1.0 - a)], y * y))
+    logE = np.log(np.maximum(np.stack(energies, 1), 1e-300))
+    j = np.clip(np.argmax(logE, axis=1), 1, periods.size - 2)  # the resonator with the most energy,
+    rows = np.arange(T)
+    a_, b_, c_ = logE[rows, j - 1], logE[rows, j], logE[rows, j + 1]
+    den = a_ - 2.0 * b_ + c_
+    shift = np.where(den < 0, 0.5 * (a_ - c_) / np.where(den < 0, den, -1.0), 0.0)  # refined by a parabola in log period
+    logp = np.log(periods)
+    step = logp[1] - logp[0]
+    rhythm = np.exp(logp[j] + np.clip(shift, -1.0, 1.0) * step) / dt  # frames
+    src = np.arange(T) - rhythm
+    i0 = np.floor(src).astype(np.int64)
+    frac = src - i0
+    xp = np.concatenate([[0.0], x])  # index -1 (before the start) reads 0
+    prediction = (1.0 - frac) * xp[np.clip(i0, -1, T - 1) + 1] + frac * xp[np.clip(i0 + 1, -1, T - 1) + 1]
+    b = 1.0 - math.exp(-dt / ct.inhibition_tau_s)
+    inhibition = ct.inhibition * np.maximum(x, lfilter([b], [1.0, -(1.0 - b)], x))
+    return ct.direct_weight * x + ct.osr_weight * np.maximum(prediction - inhibition, 0.0)
+
 
 
 @dataclass(frozen=True)
@@ -129,6 +235,8 @@ class Cell:
             "adaptation_pool_sigma_px": round(float(self.pool_sigma_px), 4),
             "target_rate_hz": round(float(self.target_rate_hz), 3),
             "n_subunits": int(self.subunits.shape[0]),
+            **({"omitted_stimulus_pathway": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.type).items() if k not in asdict(CELL_TYPES[0])}}
+               if isinstance(self.type, OSRCellType) else {}),
         }
 
 
@@ -370,13 +478,23 @@ class Retina:
             x[:, cols] = _causal_filter(u[:, cols], w)
         return x
 
-    def generator(self, stimulus: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Generator signal of each cell, ``(T, n_cells)``: after adaptation and (sub)unit rectification."""
-        x = self.bipolar(stimulus, progress=progress)
+    def _adaptation(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Contrast gain ``1 / (1 + a sigma)`` (float32) and local contrast ``sigma``, ``(T, n_cells)`` each, from bipolar signals."""
         energy = (x * x) @ self._pool_w  # (T, n_cells) pooled squared bipolar signal
         sigma = np.sqrt(np.maximum(_ema(energy.astype(np.float64), self.params.adapt_tau_s * self.frame_rate), 0.0))
         a = np.array([c.type.adaptation for c in self.cells])
-        gain = (1.0 / (1.0 + a[None, :] * sigma)).astype(np.float32)  # (T, n_cells)
+        gain = (1.0 / (1.0 + a[None, :] * sigma)).astype(np.float32)
+        return gain, sigma
+
+    def contrast_gain(self, stimulus: np.ndarray) -> np.ndarray:
+        """The contrast-adaptation gain ``1 / (1 + a sigma(t))`` of every cell, ``(T, n_cells)``: the ground
+        truth for contrast-adaptation probes (the bipolar signals are divided by ``1 / gain``)."""
+        return self._adaptation(self.bipolar(stimulus))[0]
+
+    def generator(self, stimulus: np.ndarray, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Generator signal of each cell, ``(T, n_cells)``: after adaptation and (sub)unit rectification."""
+        x = self.bipolar(stimulus, progress=progress)
+        gain, sigma = self._adaptation(x)
         g = np.empty((x.shape[0], self.n_cells), dtype=np.float64)
         for k, c in enumerate(self.cells):
             cols = np.flatnonzero(self._sub_w[:, k])
@@ -390,6 +508,8 @@ class Retina:
                 else:
                     v = np.maximum(v - theta, 0.0)
             g[:, k] = v @ self._sub_w[cols, k]
+            if isinstance(c.type, OSRCellType):
+                g[:, k] = omission_pathway(g[:, k], c.type, self.frame_rate)
         return g
 
     def calibrate(self, generator: np.ndarray) -> OutputNonlinearity:
