@@ -1,13 +1,12 @@
 """retinakit: model the retina from multielectrode-array recordings.
 
-Data -> models -> fitting -> evaluation -> probes -> CLI. Importing the package is cheap;
+Layers and the data path from file to score: ARCHITECTURE.md. Importing the package is cheap;
 torch and matplotlib are imported only by the functions that need them.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import CheckpointError, ConfigError, DataError, FormatError, ModelError, OutputError, RetinakitError
 from .recording import Recording, Split
 

@@ -29,3 +29,10 @@ def window_frames(t: int, history: int) -> np.ndarray:
 def lag_of_position(j: int | np.ndarray, history: int) -> int | np.ndarray:
     """How many frames before the predicted bin window position ``j`` lies (1 for the newest)."""
     return int(history) - 1 - j + LAG_OF_NEWEST
+
+
+def mask_ranges(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of True in a boolean mask over bins as ``[a, b)`` ranges."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))

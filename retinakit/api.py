@@ -104,7 +104,7 @@ class FitResult(_Result):
 
     def table(self) -> str:
         """The per-cell table as ``retinakit fit`` prints it."""
-        from .fitting.runs import format_cell_table
+        from .evaluation.tables import format_cell_table
 
         return format_cell_table(self.metrics)
 
@@ -134,7 +134,7 @@ class ScoreResult(_Result):
 
     def table(self) -> str:
         """The per-cell table, as ``retinakit fit`` prints it."""
-        from .fitting.runs import format_cell_table
+        from .evaluation.tables import format_cell_table
 
         return format_cell_table({"cells": self.rows, "summary": self.scores["summary"]})
 
@@ -228,7 +228,7 @@ def fit(data: str | os.PathLike[str] | Recording | None = None, model: str | Non
     terminal, not when stderr goes to a file).
     """
     from .errors import ConfigError
-    from .fitting.runs import run_fit
+    from .pipeline.runs import run_fit
 
     opts = dict(options)
     if model is not None:
@@ -240,7 +240,7 @@ def fit(data: str | os.PathLike[str] | Recording | None = None, model: str | Non
     elif not resume:
         p = Path(out)
         if p.exists() and (not p.is_dir() or any(p.iterdir())):
-            from .fitting.runs import run_status
+            from .fitting.run_folder import run_status
 
             st = run_status(p)
             what = "a finished run" if st["finished"] else ("an unfinished run" if st["is_run"] else "not empty")
@@ -251,7 +251,7 @@ def fit(data: str | os.PathLike[str] | Recording | None = None, model: str | Non
 
 def load_run(path: str | os.PathLike[str]) -> Any:
     """The fitted model of a finished run folder (or a ``model.pt``), as a ``FittedModel``."""
-    from .fitting.runs import load_run as _load_run
+    from .fitting.run_folder import load_run as _load_run
 
     return _load_run(path)
 
@@ -300,8 +300,8 @@ def compare_ln(data: str | os.PathLike[str] | Recording | None = None, out: str 
     options it is refused.
     """
     from .errors import ConfigError
-    from .evaluation.compare import compare_ln as _compare
-    from .fitting.runs import is_finished, not_a_finished_run
+    from .fitting.run_folder import is_finished, not_a_finished_run
+    from .pipeline.compare import compare_ln as _compare
 
     if "model" in options:
         raise ConfigError(f"compare_ln() has no model= (got {options['model']!r})", fix="choose the CNN variant with cnn_model='bn-cnn' or 'cnn'; the other side is always the LN model")
@@ -323,7 +323,7 @@ def _check_reused_out(out: Path, options: dict[str, Any], cnn_model: str | None)
     """Refuse an ``out`` whose fits were made with other options (they would be reused silently)."""
     from .errors import ConfigError
     from .fitting.config import FitConfig
-    from .fitting.runs import run_status
+    from .fitting.run_folder import run_status
 
     for label in ("cnn", "ln"):
         st = run_status(out / label)

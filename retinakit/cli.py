@@ -185,7 +185,7 @@ def _fit_options(f: Any) -> Any:
         click.option("--seed", type=int, default=None, help="Random seed [default: 0]."),
         click.option("--deterministic/--no-deterministic", default=None, help="Use deterministic algorithms [default: off]."),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [default: auto: CUDA when present]."),
-        click.option("--ln-method", type=click.Choice(["auto", "sta", "ridge", "gd", "stc"]), default=None, help="How the LN model is fit; stc = two filters, for ON-OFF cells [default: auto: sta for white noise and full-field, ridge otherwise]."),
+        click.option("--ln-method", type=click.Choice(["auto", "sta", "ridge", "gd", "stc"]), default=None, help="How the LN model is fit: sta, ridge (one filter), gd (gradient descent), stc (a second, spike-triggered-covariance filter where it helps on validation: ON-OFF cells) [default: auto = stc on an sta filter for white noise and full-field, on a ridge filter otherwise]."),
         click.option("--ln-rank", type=click.IntRange(0, 1), default=None, help="LN filter rank: 1 separable, 0 full [default: 1]."),
         click.option("--ln-crop", type=int, default=None, help="LN crop side in pixels around the RF centre, 0 = whole frame [default: chosen on validation]."),
         click.option("--min-reliability", type=float, default=None, help="Cells with a lower repeat reliability are flagged, not averaged [default: 0.3]."),
@@ -241,7 +241,7 @@ def _epoch_line(max_epochs: int | None) -> Any:
 
 @main.command("fit", short_help="Fit a CNN or the LN baseline; score it per cell.")
 @click.argument("data", required=False, type=click.Path(path_type=Path))
-@click.option("--model", type=click.Choice(["cnn", "bn-cnn", "ln"]), default=None, help="Model to fit [default: bn-cnn].")
+@click.option("--model", type=click.Choice(["cnn", "bn-cnn", "rcnn", "ln"]), default=None, help="Model to fit [default: bn-cnn]; rcnn = recurrent CNN.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<model>-<data>-<n>, a new one each time].")
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, help="Continue the unfinished run in this folder from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of the table.")
@@ -264,7 +264,9 @@ def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path
       retinakit fit --resume runs/bn-cnn-rec-1    continue an interrupted fit
     """
     from .fitting.config import FitConfig
-    from .fitting.runs import checkpoint_epoch, find_unfinished_runs, format_cell_table, next_run_dir, run_fit, run_status
+    from .evaluation.tables import format_cell_table
+    from .fitting.run_folder import checkpoint_epoch, next_run_dir, run_status
+    from .pipeline.runs import find_unfinished_runs, run_fit
     from .sample import resolve_sample
 
     options = _collect_options(kw)
@@ -355,7 +357,7 @@ def fit_cmd(data: Path | None, model: str | None, out: Path | None, resume: Path
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--cnn-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished CNN run instead of fitting one.")
 @click.option("--ln-run", type=click.Path(path_type=Path), default=None, help="Reuse this finished LN run instead of fitting one.")
-@click.option("--cnn-model", type=click.Choice(["cnn", "bn-cnn"]), default=None, help="CNN variant to fit [default: bn-cnn].")
+@click.option("--cnn-model", type=click.Choice(["cnn", "bn-cnn", "rcnn"]), default=None, help="CNN variant to fit [default: bn-cnn].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: runs/compare-<data>-<n>, a new one each time].")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of the table.")
 @_fit_options
@@ -372,8 +374,9 @@ def compare_ln_cmd(data: Path | None, cnn_run: Path | None, ln_run: Path | None,
       retinakit compare-ln                       both fits on the bundled sample
       retinakit compare-ln rec.h5 --cnn-run runs/bn-cnn-rec-1
     """
-    from .evaluation.compare import compare_ln, format_compare_table
-    from .fitting.runs import is_finished, next_run_dir, not_a_finished_run
+    from .evaluation.compare import format_compare_table
+    from .fitting.run_folder import is_finished, next_run_dir, not_a_finished_run
+    from .pipeline.compare import compare_ln
     from .sample import resolve_sample
 
     options = _collect_options(kw)
@@ -520,13 +523,15 @@ def check_cmd(run_path: Path, as_json: bool, out: Path | None, seed: int) -> Non
 @click.option("--case", "cases", multiple=True, metavar="NAME", help="Run only this case (repeatable): fullfield-30hz, whitenoise-16, naturalscene-50 [default: all].")
 @click.option("--quick", is_flag=True, help="Small versions of the cases and a small training budget: checks that the suite runs (for CI), not how good the defaults are.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/validate"), show_default=True, help="Folder for the recordings, fits and the table; finished fits are reused.")
+@click.option("--models", default="rcnn", show_default=True, help="Models fit besides the CNN and the LN and scored against the CNN, comma-separated (rcnn, cnn), or 'none'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, as_json: bool, quiet: bool) -> None:
+def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, models: str, as_json: bool, quiet: bool) -> None:
     """Simulate retinas that differ from the bundled sample (full-field flicker at 30 Hz with 233
     cells, a 16x16 white-noise checkerboard, 50x50 natural scenes; other seeds and cell mixes), fit
     the default CNN and LN on each, and print their r/ceiling next to the ground truth's, with the
-    time taken. Writes validate.json, validate.csv and validate.png into --out.
+    time taken, and the recurrent CNN (rcnn) against the CNN on the same cells and bins. Writes
+    validate.json, validate.csv and validate.png into --out.
 
     \b
     Examples:
@@ -539,11 +544,14 @@ def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, as_json: bool, 
     select_cases(list(cases))  # unknown names fail before anything runs
     show = _progress(quiet)
 
+    extra = tuple(m.strip() for m in models.split(",") if m.strip() and m.strip() != "none")
+
     def on_case(row: dict[str, Any]) -> None:
         if not as_json and not quiet:
-            _note(f"{row['case']}: CNN r/ceiling {row['cnn_r_norm']:.3f}, LN {row['ln_r_norm']:.3f} ({row['seconds']:.0f} s)")
+            more = "".join(f", {m} {row[f'{m}_r_norm']:.3f}" for m in extra if row.get(f"{m}_r_norm") is not None)
+            _note(f"{row['case']}: CNN r/ceiling {row['cnn_r_norm']:.3f}, LN {row['ln_r_norm']:.3f}{more} ({row['seconds']:.0f} s)")
 
-    result = run_validation(out, list(cases) or None, quick=quick, progress=show, on_case=on_case)
+    result = run_validation(out, list(cases) or None, quick=quick, progress=show, on_case=on_case, models=extra)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

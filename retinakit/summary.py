@@ -57,7 +57,7 @@ def summarize(rec: Recording, sta_history: int = 40, with_sta: bool | None = Non
 
     STAs are computed for white-noise recordings (``with_sta=None``) or when asked. Rates are
     labelled by split (``rate_hz_train``, ``rate_hz_test``, as in a run's ``cells.csv``); the
-    split-half reliability and ceiling are those :func:`retinakit.fitting.run_fit` reports for a
+    split-half reliability and ceiling are those :func:`retinakit.pipeline.run_fit` reports for a
     model with ``sta_history`` frames (:func:`retinakit.evaluation.metrics.scored_reliability`:
     same function, same test bins ``t >= history``, same splits).
     """

@@ -3,14 +3,19 @@
 ``retinakit validate`` simulates each case (:data:`CASES`: full-field flicker at 30 Hz with a
 population the size of a real MEA recording, a 16x16 white-noise checkerboard, 50x50 natural
 scenes; other seeds and cell mixes than the bundled sample), fits the default CNN and the
-default LN on it with :func:`retinakit.evaluation.compare.compare_ln`, and reports per case:
+default LN on it with :func:`retinakit.pipeline.compare.compare_ln`, and reports per case:
 
 * the mean and median r/ceiling of each model over reliable cells, and on how many cells the
   CNN beats the LN;
 * the r/ceiling of the ground truth itself (the simulated rate scored exactly like a model:
   close to 1 when the ceiling is estimated right);
 * the CNN's r against the true rate (no spiking noise);
-* fit times, and whether the CNN stopped by convergence or by budget.
+* fit times, and whether the CNN stopped by convergence or by budget;
+* the recurrent CNN (``rcnn``, :mod:`retinakit.models.rcnn`; :data:`EXTRA_MODELS`) fit with the
+  same options and scored on the same cells and bins as the CNN: its mean r/ceiling, on how many
+  reliable cells it beats the CNN, its mean r/ceiling minus the CNN's on the strongly and the
+  weakly contrast-adapting cells of the simulated retina (:data:`STRONG_ADAPTATION`), its r
+  against the true rate, and its training time per epoch relative to the CNN's.
 
 Everything is written to the output folder (one compare folder per case, ``validate.json``,
 ``validate.csv``, ``validate.png``); finished fits are reused, so an interrupted run continues.
@@ -57,6 +62,11 @@ CASES: tuple[ValidationCase, ...] = (
 )
 
 QUICK_FIT = {"max_steps": 150}
+
+#: models fit besides compare-ln's CNN and LN, scored against the CNN on the same cells and bins
+EXTRA_MODELS: tuple[str, ...] = ("rcnn",)
+#: contrast-adaptation strength (simulator's ``a``) from which a cell counts as strongly adapting
+STRONG_ADAPTATION = 20.0
 
 
 def case_names() -> list[str]:
@@ -105,7 +115,7 @@ def _truth_scores(rec: Any, cell_ids: list[int], min_reliability: float) -> dict
 def _corr_with_truth(run: Path, rec: Any, cell_ids: list[int]) -> float | None:
     """Mean over cells of the model's r against the true rate (no spiking noise) on the test segment."""
     from .evaluation.metrics import predict_test
-    from .fitting.runs import load_run
+    from .fitting.run_folder import load_run
     from .spikes import pearson_columns
 
     if rec.test is None or rec.test.true_rate is None:
@@ -121,10 +131,69 @@ def _corr_with_truth(run: Path, rec: Any, cell_ids: list[int]) -> float | None:
     return float(r.mean()) if r.size else None
 
 
-def run_case(case: ValidationCase, out: Path, quick: bool = False, options: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Simulate, fit both models with the defaults (plus ``options``) and score one case."""
-    from .evaluation.compare import compare_ln
-    from .fitting.runs import METRICS, read_json
+def _adaptation_strength(rec: Any, cell_ids: list[int]) -> list[float] | None:
+    """Each cell's contrast-adaptation strength in the simulated retina (``None`` when unknown)."""
+    cells = rec.provenance.get("cells") if isinstance(rec.provenance, dict) else None
+    if not isinstance(cells, list):
+        return None
+    by_id = {int(c["id"]): float(c["adaptation"]) for c in cells if isinstance(c, dict) and "id" in c and "adaptation" in c}
+    return [by_id[c] for c in cell_ids] if all(c in by_id for c in cell_ids) else None
+
+
+def _seconds_per_epoch(run: Path) -> float | None:
+    """Mean wall time of a run's training epochs (from its log)."""
+    from .fitting.run_folder import read_log
+
+    sec = [float(e["seconds"]) for e in read_log(run) if e.get("epoch", 0) > 0 and "seconds" in e]
+    return float(np.mean(sec)) if sec else None
+
+
+def extra_model_scores(model: str, rec: Any, data: Path, folder: Path, opts: dict[str, Any], compare: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Fit ``model`` (reused when finished) into ``folder`` with the CNN's shared options and score it
+    on the CNN's cells and bins; the ``<model>_*`` columns of a case row (see the module docstring)."""
+    from .evaluation.compare import compare_runs
+    from .fitting.run_folder import METRICS, is_finished, read_json
+    from .pipeline import run_fit
+
+    run = folder / model
+    if not is_finished(run):
+        run_fit(data, run, {**opts, "model": model}, resume=run.is_dir() and any(run.iterdir()), progress=progress)
+    res = compare_runs(rec, run, Path(compare["ln_run"]))
+    cnn_rows = {int(c["cell"]): c for c in compare["cells"]}
+    rows = [r for r in res["cells"] if int(r["cell"]) in cnn_rows]
+    ids = [int(r["cell"]) for r in rows]
+    ok = np.array([bool(cnn_rows[c]["reliable"]) for c in ids], dtype=bool)
+    new = np.array([r["cnn_r_norm"] if r["cnn_r_norm"] is not None else np.nan for r in rows], dtype=float)
+    old = np.array([cnn_rows[c]["cnn_r_norm"] if cnn_rows[c]["cnn_r_norm"] is not None else np.nan for c in ids], dtype=float)
+    both = ok & np.isfinite(new) & np.isfinite(old)
+    strength = _adaptation_strength(rec, ids)
+
+    def mean(v: np.ndarray, sel: np.ndarray) -> float | None:
+        return float(np.mean(v[sel])) if bool(sel.any()) else None
+
+    strong = both & (np.array(strength) >= STRONG_ADAPTATION) if strength is not None else np.zeros_like(both)
+    weak = both & ~strong if strength is not None else np.zeros_like(both)
+    fit = read_json(run / METRICS, "metrics").get("fit", {})
+    per_epoch, cnn_per_epoch = _seconds_per_epoch(run), _seconds_per_epoch(Path(compare["cnn_run"]))
+    return {
+        f"{model}_r_norm": mean(new, both), f"{model}_cnn_r_norm": mean(old, both),
+        f"{model}_r_norm_median": float(np.median(new[both])) if bool(both.any()) else None,
+        f"n_{model}_better": int(np.sum(new[both] > old[both])), f"n_{model}_scored": int(both.sum()),
+        f"{model}_minus_cnn_strong": mean(new - old, strong), f"n_{model}_strong": int(strong.sum()),
+        f"{model}_minus_cnn_weak": mean(new - old, weak), f"n_{model}_weak": int(weak.sum()),
+        f"{model}_r_true": _corr_with_truth(run, rec, ids),
+        f"{model}_epochs": fit.get("epochs"), f"{model}_converged": bool(str(fit.get("stopped", "")).startswith("converged")),
+        f"{model}_fit_s": fit.get("fit_seconds"), f"{model}_epoch_s": per_epoch,
+        f"{model}_epoch_cost": per_epoch / cnn_per_epoch if per_epoch and cnn_per_epoch else None,
+        f"{model}_run": str(run),
+    }
+
+
+def run_case(case: ValidationCase, out: Path, quick: bool = False, options: dict[str, Any] | None = None, progress: bool = True,
+             models: tuple[str, ...] = EXTRA_MODELS) -> dict[str, Any]:
+    """Simulate, fit the CNN and the LN (and ``models``) with the defaults (plus ``options``) and score one case."""
+    from .fitting.run_folder import METRICS, read_json
+    from .pipeline.compare import compare_ln
     from .io import load_recording
 
     t0 = time.perf_counter()
@@ -159,33 +228,45 @@ def run_case(case: ValidationCase, out: Path, quick: bool = False, options: dict
         "cnn_epochs": cnn_fit.get("epochs"), "cnn_stopped": cnn_fit.get("stopped"),
         "cnn_converged": bool(str(cnn_fit.get("stopped", "")).startswith("converged")),
         "cnn_fit_s": cnn_fit.get("fit_seconds"), "ln_fit_s": ln_m.get("fit", {}).get("fit_seconds"),
-        "seconds": time.perf_counter() - t0, "compare": result["out"],
+        "compare": result["out"],
     }
+    for model in models:
+        shared = {k: v for k, v in opts.items() if k != "model"}
+        row.update(extra_model_scores(model, rec, data, out / case.name, shared, result, progress))
+    row["seconds"] = time.perf_counter() - t0
     return row
 
 
 def run_validation(out: str | os.PathLike[str], cases: list[str] | None = None, quick: bool = False, options: dict[str, Any] | None = None,
-                   progress: bool = True, on_case: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run the suite (see the module docstring) into ``out``; write ``validate.json``/``.csv``/``.png``."""
+                   progress: bool = True, on_case: Callable[[dict[str, Any]], None] | None = None,
+                   models: tuple[str, ...] = EXTRA_MODELS) -> dict[str, Any]:
+    """Run the suite (see the module docstring) into ``out``; write ``validate.json``/``.csv``/``.png``.
+    ``models``: the models fit besides the CNN and the LN (default :data:`EXTRA_MODELS`; ``()`` for none)."""
     import platform
 
     import torch
 
-    from . import __version__
+    from ._version import __version__
+    from .fitting.config import MODELS
+
+    bad = [m for m in models if m not in MODELS or m in ("ln", "bn-cnn")]
+    if bad:
+        raise ConfigError(f"unknown extra validation model {', '.join(repr(b) for b in bad)}", "--models", "use rcnn, cnn or none")
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for case in select_cases(cases):
-        row = run_case(case, folder, quick=quick, options=options, progress=progress)
+        row = run_case(case, folder, quick=quick, options=options, progress=progress, models=tuple(models))
         rows.append(row)
         if on_case is not None:
             on_case(row)
-    doc = {"quick": quick, "options": options or {}, "cases": rows, "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    doc = {"quick": quick, "options": options or {}, "models": list(models), "cases": rows, "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "cuda": torch.cuda.is_available(), "python": platform.python_version()}, "versions": {"retinakit": __version__, "torch": torch.__version__}}
     write_json(folder / "validate.json", doc)
     keys = ["case", "n_cells", "n_reliable", "n_repeats", "cnn_r_norm", "ln_r_norm", "cnn_r_norm_median", "ln_r_norm_median", "n_cnn_better",
             "truth_r_norm", "cnn_r_true", "cnn_epochs", "cnn_converged", "cnn_fit_s", "ln_fit_s", "seconds"]
+    keys += [k for k in rows[0] if any(k.startswith(p) for p in [f"{m}_" for m in models] + [f"n_{m}_" for m in models]) and not k.endswith("_run")] if rows else []
     write_text(folder / "validate.csv", ",".join(keys) + "\n" + "".join(",".join("" if r[k] is None else str(r[k]) for k in keys) + "\n" for r in rows))
     validation_figure(rows, folder / "validate.png")
     doc["out"] = str(folder)
@@ -206,6 +287,20 @@ def format_validation_table(rows: list[dict[str, Any]]) -> str:
                      f"{'convergence' if r['cnn_converged'] else 'budget'} ({r['cnn_epochs']} epochs)")
     lines.append("r/c: mean r/ceiling over reliable cells; truth r/c: the simulated rate scored as a model (1 = the ceiling is right); "
                  "CNN r(true): r against the noise-free rate")
+    models = sorted({k[: -len("_r_norm")] for r in rows for k in r if k.endswith("_r_norm") and k[: -len("_r_norm")] not in ("cnn", "ln", "truth")
+                     and f"{k[: -len('_r_norm')]}_cnn_r_norm" in r})
+    for m in models:
+        lines.append("")
+        lines.append(f"{'case':<22} {m + ' r/c':>9} {'CNN r/c':>8} {m + '>CNN':>9} {'d strong':>9} {'d weak':>8} {m + ' r(true)':>13} "
+                     f"{'epoch cost':>10} {m + ' fit':>9}  {m} stopped by")
+        for r in rows:
+            better = f"{r[f'n_{m}_better']}/{r[f'n_{m}_scored']}"
+            cost = f"{r[f'{m}_epoch_cost']:.1f}x" if r[f"{m}_epoch_cost"] else "-"
+            lines.append(f"{r['case']:<22} {f(r[f'{m}_r_norm'], 9)} {f(r[f'{m}_cnn_r_norm'], 8)} {better:>9} {f(r[f'{m}_minus_cnn_strong'], 9)} "
+                         f"{f(r[f'{m}_minus_cnn_weak'], 8)} {f(r[f'{m}_r_true'], 13)} {cost:>10} {r[f'{m}_fit_s'] or 0:>8.0f}s  "
+                         f"{'convergence' if r[f'{m}_converged'] else 'budget'} ({r[f'{m}_epochs']} epochs)")
+        lines.append(f"{m}: r/c over the cells reliable for both; d strong / d weak: mean r/c of {m} minus the CNN's on the strongly "
+                     f"(a >= {STRONG_ADAPTATION:g}) / weakly contrast-adapting cells of the simulated retina; epoch cost: training time per epoch relative to the CNN")
     return "\n".join(lines)
 
 

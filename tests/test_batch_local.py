@@ -12,54 +12,22 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.sweeps import save_sweep_recording, sweep_file, sweep_text
 
 from retinakit.cli import main
 
 pytest.importorskip("submitit")
 
-SWEEP = """
-[sweep]
-name = "tiny-local"
-out = "runs"
-
-[fit]
-data = "rec.h5"
-history = 8
-max_epochs = 2
-batch_size = 500
-
-[grid]
-lr = [0.001, 0.01]
-seed = [0, 1]
-
-[resources]
-cpus = 1
-mem_gb = 1
-time_min = 10
-local_workers = 2
-"""
+SWEEP = sweep_text("tiny-local", "local_workers = 2")
 
 
 @pytest.fixture(scope="module")
 def tiny_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import make_recording
-    from retinakit.io import save_recording
-
-    path = tmp_path_factory.mktemp("batchdata") / "rec.h5"
-    save_recording(make_recording(frame_shape=(6, 6), train_bins=1500, test_bins=200), path)
-    return path
-
-
-def sweep_file(folder: Path, rec: Path, text: str = SWEEP) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "rec.h5").symlink_to(rec)
-    p = folder / "sweep.toml"
-    p.write_text(text)
-    return p
+    return save_sweep_recording(tmp_path_factory.mktemp("batchdata") / "rec.h5")
 
 
 def test_local_sweep_runs_skips_and_collects(tmp_path: Path, tiny_recording: Path) -> None:
-    sweep = sweep_file(tmp_path, tiny_recording)
+    sweep = sweep_file(tmp_path, tiny_recording, SWEEP)
     runner = CliRunner()
     res = runner.invoke(main, ["batch", "run", str(sweep), "--executor", "local", "--quiet"])
     assert res.exit_code == 0, res.output

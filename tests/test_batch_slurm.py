@@ -16,6 +16,7 @@ from typing import Callable
 
 import pytest
 from click.testing import CliRunner
+from helpers.sweeps import save_sweep_recording, sweep_file, sweep_text
 
 from retinakit.batch import load_sweep
 from retinakit.batch.state import last_epoch, read_attempts, read_jobs, slurm_states, sweep_status
@@ -40,46 +41,13 @@ def needs_cluster() -> None:
         pytest.skip("no SLURM cluster answers (sinfo missing or failing); these tests need a running "
                     "SLURM controller (.ci/run starts a single-node one when it has it)")
 
-SWEEP = """
-[sweep]
-name = "tiny-slurm"
-out = "runs"
-
-[fit]
-data = "rec.h5"
-history = 8
-max_epochs = 2
-batch_size = 500
-
-[grid]
-lr = [0.001, 0.01]
-seed = [0, 1]
-
-[resources]
-cpus = 1
-mem_gb = 1
-time_min = 10
-signal_delay_s = 30
-"""
+SWEEP = sweep_text("tiny-slurm", "signal_delay_s = 30")
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from conftest import make_recording
-    from retinakit.io import save_recording
-
     folder = tmp_path_factory.mktemp("slurmdata")
-    small, longer = folder / "rec.h5", folder / "long.h5"
-    save_recording(make_recording(frame_shape=(6, 6), train_bins=1500, test_bins=200), small)
-    save_recording(make_recording(frame_shape=(6, 6), train_bins=6000, test_bins=200), longer)
-    return {"small": small, "long": longer}
-
-
-def sweep_file(folder: Path, rec: Path, text: str) -> Path:
-    (folder / "rec.h5").symlink_to(rec)
-    p = folder / "sweep.toml"
-    p.write_text(text)
-    return p
+    return {"small": save_sweep_recording(folder / "rec.h5"), "long": save_sweep_recording(folder / "long.h5", train_bins=6000)}
 
 
 def until(cond: Callable[[], bool], what: str, timeout_s: float = 240.0, poll_s: float = 0.3) -> None:

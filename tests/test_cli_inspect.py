@@ -187,7 +187,7 @@ def test_console_script_runs_as_a_process(tmp_path):
 
 
 def test_read_only_output_folder_gives_clear_error(tmp_path):
-    from readonly import readonly_folder
+    from helpers.readonly import readonly_folder
 
     rec = make_recording(frame_shape=(4, 4), n_cells=2, train_bins=500, test_bins=50)
     path = save_recording(rec, tmp_path / "whitenoise.h5")

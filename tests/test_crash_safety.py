@@ -30,7 +30,7 @@ from conftest import make_recording
 from retinakit.atomic import write_json, write_text
 from retinakit.cli import main
 from retinakit.fitting.checkpoint import load_checkpoint
-from retinakit.fitting.runs import is_finished
+from retinakit.fitting.run_folder import is_finished
 from retinakit.io import save_recording
 
 FIT_OPTIONS = ["--model", "bn-cnn", "--history", "8", "--filters", "2,2", "--kernels", "3,3", "--max-epochs", "5", "--patience", "10", "--batch-size", "400",
@@ -309,7 +309,8 @@ def test_resume_of_a_run_killed_before_it_started_needs_the_data(tmp_path: Path)
 
 
 def test_temporaries_of_a_killed_write_are_cleaned_and_do_not_block_a_new_fit(tmp_path: Path, data_file: Path) -> None:
-    from retinakit.fitting.runs import remove_temporaries, run_fit
+    from retinakit.fitting.run_folder import remove_temporaries
+    from retinakit.pipeline.runs import run_fit
 
     run = tmp_path / "run"
     run.mkdir()

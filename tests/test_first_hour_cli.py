@@ -73,7 +73,7 @@ def test_a_missing_file_points_at_the_sample_names(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- interrupt and resume
 def test_ctrl_c_names_the_run_and_how_to_resume_and_a_rerun_finds_it(rec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from retinakit.fitting.runs import checkpoint_epoch, is_finished
+    from retinakit.fitting.run_folder import checkpoint_epoch, is_finished
 
     run = Path("runs") / "bn-cnn-tiny-1"
     log = tmp_path / run / "log.jsonl"
@@ -120,8 +120,8 @@ def test_on_a_terminal_the_same_command_offers_to_resume(rec_path: Path, tmp_pat
     import pty
     import select
 
-    from retinakit.fitting import run_fit
-    from retinakit.fitting.runs import is_finished
+    from retinakit.pipeline import run_fit
+    from retinakit.fitting.run_folder import is_finished
 
     class Stop(Exception):
         pass
@@ -177,7 +177,7 @@ def test_a_log_file_gets_the_table_on_its_own_lines(rec_path: Path, tmp_path: Pa
 # ----------------------------------------------------------------------------- file modes
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_files_follow_the_umask(rec_path: Path, tmp_path: Path, umask: int) -> None:
-    from retinakit.fitting import run_fit
+    from retinakit.pipeline import run_fit
 
     old = os.umask(umask)
     try:
@@ -194,7 +194,7 @@ def test_files_follow_the_umask(rec_path: Path, tmp_path: Path, umask: int) -> N
 
 # ----------------------------------------------------------------------------- wrong folders
 def test_wrong_folders_and_files_are_named_for_what_they_are(rec_path: Path, tmp_path: Path) -> None:
-    from retinakit.fitting import run_fit
+    from retinakit.pipeline import run_fit
 
     class Stop(Exception):
         pass

@@ -37,7 +37,17 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_import_sim import simulate_export, write_hdf5, write_mat73, write_mat_cell, write_mat_struct, write_npz, write_nwb, write_phy
+from helpers.lab_exports import (
+    simulate_export,
+    struct_mapping,
+    write_hdf5,
+    write_mat73,
+    write_mat_cell,
+    write_mat_struct,
+    write_npz,
+    write_nwb,
+    write_phy,
+)
 
 from retinakit.cli import main
 from retinakit.errors import RetinakitError
@@ -210,30 +220,7 @@ def _build_mat5_cell_compressed(d: Path) -> Template:
 def _build_mat5_struct(d: Path) -> Template:
     exp = _export()
     write_mat_struct(d / "rec.mat", exp)
-    (d / "m.toml").write_bytes(_mapping("""
-        [spikes]
-        file = "rec.mat"
-        variable = "units"
-        field = "spike_times"
-        id_field = "id"
-        unit = "samples"
-        sample_rate = 10000
-        [units]
-        field = "quality"
-        keep = ["good"]
-        [frames]
-        variable = "frame_onsets"
-        unit = "samples"
-        sample_rate = 10000
-        [stimulus]
-        variable = "stimulus"
-        [repeats]
-        variable = "repeat_starts"
-        unit = "samples"
-        sample_rate = 10000
-        length = 10
-        length_unit = "frames"
-        """))
+    (d / "m.toml").write_bytes(struct_mapping(keep=["good"], repeat_frames=10).encode())
     return Template("mat5_struct", _read_folder(d), [f"rec.mat:{v}" for v in ("units", "frame_onsets", "stimulus", "repeat_starts")], _rewrite_mat5)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_import_sim import write_toml
+from helpers.lab_exports import write_toml
 
 from retinakit.cli import main
 from retinakit.errors import ConfigError, DataError

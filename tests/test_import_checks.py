@@ -7,34 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_import_sim import LabExport, check_import, simulate_export, write_mat_struct, write_toml
+from helpers.lab_exports import LabExport, check_import, simulate_export, write_struct_export
 
 from retinakit.errors import DataError
 from retinakit.io.importer import import_recording
-
-MAPPING = """
-[spikes]
-file = "rec.mat"
-variable = "units"
-field = "spike_times"
-id_field = "id"
-unit = "{sunit}"
-sample_rate = {srate}
-[frames]
-variable = "frame_onsets"
-unit = "{funit}"
-sample_rate = 10000
-[stimulus]
-variable = "stimulus"
-[repeats]
-variable = "repeat_starts"
-unit = "samples"
-sample_rate = 10000
-length = 30
-length_unit = "frames"
-{extra}
-"""
-
 
 @pytest.fixture(scope="module")
 def exp() -> LabExport:
@@ -42,8 +18,7 @@ def exp() -> LabExport:
 
 
 def _import(tmp_path: Path, exp: LabExport, sunit: str = "samples", srate: int = 10000, funit: str = "samples", extra: str = ""):  # noqa: ANN202
-    write_mat_struct(tmp_path / "rec.mat", exp)
-    return import_recording(write_toml(tmp_path / "m.toml", MAPPING.format(sunit=sunit, srate=srate, funit=funit, extra=extra)))
+    return import_recording(write_struct_export(tmp_path, exp, spike_unit=sunit, spike_rate=srate, frame_unit=funit, extra=extra))
 
 
 def _error(tmp_path: Path, exp: LabExport, **kw: str) -> str:
@@ -177,10 +152,8 @@ def test_repeat_with_different_stimulus_fails(tmp_path: Path, exp: LabExport) ->
 
 
 def test_repeats_that_overlap_or_run_past_the_end(tmp_path: Path, exp: LabExport) -> None:
-    long_map = MAPPING.replace("length = 30\n", "length = 95\n")
-    write_mat_struct(tmp_path / "rec.mat", exp)
     with pytest.raises(DataError) as info:
-        import_recording(write_toml(tmp_path / "m.toml", long_map.format(sunit="samples", srate=10000, funit="samples", extra="")))
+        import_recording(write_struct_export(tmp_path, exp, repeat_frames=95))
     assert info.value.what == "repeats 1 and 2 overlap (they start at frames 60 and 150 but a repeat lasts 95 frames)"
     e = copy.deepcopy(exp)
     e.onsets = e.onsets[:-70]

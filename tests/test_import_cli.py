@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_import_sim import check_import, simulate_export, write_mat_struct, write_toml
+from helpers.lab_exports import check_import, simulate_export, write_mat_struct, write_toml
 
 from retinakit.cli import main
 from retinakit.io import load_recording
@@ -38,7 +38,7 @@ length = {length}
 def _has_command(name: str) -> bool:
     import importlib.util
 
-    return name in main.commands and importlib.util.find_spec("retinakit.evaluation.compare") is not None
+    return name in main.commands and importlib.util.find_spec("retinakit.pipeline.compare") is not None
 
 
 def test_import_command_writes_the_recording(tmp_path: Path) -> None:

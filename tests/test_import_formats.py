@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_import_sim import (
+from helpers.lab_exports import (
     check_import,
     matlab_stimulus,
     simulate_export,
     write_hdf5,
     write_mat73,
     write_mat_cell,
-    write_mat_struct,
     write_npz,
     write_nwb,
     write_phy,
+    write_struct_export,
     write_toml,
 )
 
@@ -31,34 +31,7 @@ def _good(exp) -> list[int]:  # noqa: ANN001
 
 def test_matlab_struct_array_samples_fullfield_30hz(tmp_path: Path) -> None:
     exp = simulate_export(frame_rate=30.0, fs=10000.0, jitter_samples=3)
-    write_mat_struct(tmp_path / "rec.mat", exp)
-    m = write_toml(
-        tmp_path / "m.toml",
-        """
-        [spikes]
-        file = "rec.mat"
-        variable = "units"
-        field = "spike_times"
-        id_field = "id"
-        unit = "samples"
-        sample_rate = 10000
-        [units]
-        field = "quality"
-        keep = ["good"]
-        [frames]
-        variable = "frame_onsets"
-        unit = "samples"
-        sample_rate = 10000
-        [stimulus]
-        variable = "stimulus"
-        [repeats]
-        variable = "repeat_starts"
-        unit = "samples"
-        sample_rate = 10000
-        length = 30
-        length_unit = "frames"
-        """,
-    )
+    m = write_struct_export(tmp_path, exp, keep=["good"])
     res = import_recording(m)
     check_import(res.recording, exp, _good(exp))
     rec = res.recording

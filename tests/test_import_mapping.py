@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_import_sim import check_import, simulate_export, write_toml
+from helpers.lab_exports import check_import, simulate_export, write_toml
 
 from retinakit.errors import ConfigError, FormatError
 from retinakit.io.importer import import_recording
@@ -96,7 +96,7 @@ def test_shipped_examples_parse(example: Path) -> None:
 
 def test_example_matlab_struct_mapping_imports(tmp_path: Path) -> None:
     """The shipped MATLAB example is not just valid TOML: it imports a file written the way it describes."""
-    from test_import_sim import write_mat_struct
+    from helpers.lab_exports import write_mat_struct
 
     exp = simulate_export(n_units=3, seed=31, repeat_frames=30)
     write_mat_struct(tmp_path / "recording.mat", exp)

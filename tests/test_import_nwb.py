@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_recording
-from test_import_sim import check_import, simulate_export, write_mat_struct, write_toml
+from helpers.lab_exports import check_import, simulate_export, write_mat_struct, write_toml
 
 from retinakit.cli import main
 from retinakit.io import load_recording, save_recording

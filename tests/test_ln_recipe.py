@@ -20,7 +20,7 @@ import torch
 
 from retinakit.evaluation.metrics import evaluate, score
 from retinakit.fitting.config import FitConfig
-from retinakit.fitting.runs import resolve_ln_method
+from retinakit.pipeline.runs import resolve_ln_method, single_filter_method
 from retinakit.fitting.train import prepare_data
 from retinakit.models.fitted import FittedModel
 from retinakit.models.ln import fit_ln_revcorr
@@ -107,7 +107,8 @@ def test_ln_reaches_the_hand_made_recipe(kind: str) -> None:
 
     meta = {"history": HISTORY[kind], "frame_shape": list(rec.frame_shape), "frame_dt": float(rec.frame_dt), "cell_ids": [int(c) for c in rec.cell_ids],
             "stim_mean": st["stim_mean"], "stim_std": st["stim_std"]}
-    method = resolve_ln_method(cfg, rec)
+    assert resolve_ln_method(cfg, rec) == "stc"  # the default LN is the two-filter fit on this filter
+    method = single_filter_method(rec)
     assert method == ("ridge" if kind == "naturalscene" else "sta")
     single, _ = fit_ln_revcorr(fd, method=method)
     two, _ = fit_ln_stc(fd, base=method)

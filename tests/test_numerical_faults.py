@@ -22,8 +22,9 @@ from retinakit.cli import main
 from retinakit.errors import ModelError
 from retinakit.fitting import train as train_mod
 from retinakit.fitting.checkpoint import load_checkpoint
-from retinakit.fitting.runs import is_finished, run_fit
+from retinakit.fitting.run_folder import is_finished
 from retinakit.io import save_recording
+from retinakit.pipeline.runs import run_fit
 
 OPTIONS = {"history": 6, "filters": [2, 2], "kernels": [3, 3], "max_epochs": 3, "patience": 10, "batch_size": 300, "chunk_len": 100,
            "seed": 1, "device": "cpu", "deterministic": True}

@@ -17,7 +17,7 @@ from retinakit.probes import probe_names
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny CNN and LN fit (8x8 white noise, history 10, 1 epoch) with `run_fit`."""
-    from retinakit.fitting import run_fit
+    from retinakit.pipeline import run_fit
     from retinakit.io import save_recording
 
     root = tmp_path_factory.mktemp("probe_runs")
@@ -92,7 +92,7 @@ def test_probe_list_and_bad_input_exit_2(runs: dict[str, Path], tmp_path: Path) 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CNN (history 10, 2+2 filters, 1 epoch, 2 cells) fit to the bundled natural-scene sample."""
-    from retinakit.fitting import run_fit
+    from retinakit.pipeline import run_fit
     from retinakit.sample import sample_path
 
     out = tmp_path_factory.mktemp("sample_run") / "cnn"

@@ -107,7 +107,7 @@ def test_planted_network_ranks_its_two_channels_first_and_two_reproduce_it(make,
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CNN (bn-cnn, 4+4 filters, history 10, 2 epochs) fit by `run_fit` to an 8x8 white-noise recording."""
-    from retinakit.fitting import run_fit
+    from retinakit.pipeline import run_fit
     from retinakit.io import save_recording
 
     root = tmp_path_factory.mktemp("reduce_run")
@@ -118,7 +118,7 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_attributions_of_a_fitted_model_sum_to_the_output_change(fitted_run: Path) -> None:
-    from retinakit.fitting.runs import load_run
+    from retinakit.fitting.run_folder import load_run
 
     fitted = load_run(fitted_run)
     circuit = Circuit(fitted)

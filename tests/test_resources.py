@@ -1,7 +1,7 @@
 """Resources: a read-only output folder or a disk that fills up gives the one-line error (exit 2)
 and leaves earlier results intact; a fit stopped by a full disk resumes once there is space.
 
-Read-only folders come from ``tests/readonly.py`` (chmod, or a read-only tmpfs when root); a full
+Read-only folders come from ``tests/helpers/readonly.py`` (chmod, or a read-only tmpfs when root); a full
 disk is a tiny tmpfs (``mount -t tmpfs -o size=...``, root only; skipped with the reason otherwise).
 """
 
@@ -16,41 +16,18 @@ from typing import Any, Iterator
 import pytest
 from click.testing import CliRunner
 from conftest import make_recording
-from readonly import readonly_folder
-from test_import_sim import simulate_export, write_mat_struct, write_toml
+from helpers.lab_exports import simulate_export, write_struct_export
+from helpers.readonly import readonly_folder
 
 from retinakit.atomic import write_json
 from retinakit.cli import main
 from retinakit.errors import OutputError
 from retinakit.fitting.checkpoint import load_checkpoint
-from retinakit.fitting.runs import is_finished
+from retinakit.fitting.run_folder import is_finished
 from retinakit.io import save_recording
 
 FIT = ["--history", "6", "--filters", "2,2", "--kernels", "3,3", "--max-epochs", "2", "--patience", "5", "--batch-size", "300",
        "--chunk-len", "100", "--device", "cpu", "-q"]
-MAPPING = """
-[spikes]
-file = "rec.mat"
-variable = "units"
-field = "spike_times"
-id_field = "id"
-unit = "samples"
-sample_rate = 10000
-[frames]
-variable = "frame_onsets"
-unit = "samples"
-sample_rate = 10000
-[stimulus]
-variable = "stimulus"
-[repeats]
-variable = "repeat_starts"
-unit = "samples"
-sample_rate = 10000
-length = 30
-length_unit = "frames"
-"""
-
-
 @contextlib.contextmanager
 def small_disk(base: Path, size: str) -> Iterator[Path]:
     """A folder on its own tmpfs of ``size`` (e.g. '96k'): writing past it fails with ENOSPC."""
@@ -98,8 +75,7 @@ def data_file(tmp_path_factory: Any) -> Path:
 
 @pytest.fixture
 def mapping(tmp_path: Path) -> Path:
-    write_mat_struct(tmp_path / "rec.mat", simulate_export(seed=8))
-    return write_toml(tmp_path / "m.toml", MAPPING)
+    return write_struct_export(tmp_path, simulate_export(seed=8))
 
 
 # ----------------------------------------------------------------------------- read-only

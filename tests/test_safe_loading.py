@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from retinakit.cli import main
 from retinakit.errors import CheckpointError
 from retinakit.fitting import checkpoint as ck
-from retinakit.fitting.runs import load_run, save_model
+from retinakit.fitting.run_folder import load_run, save_model
 from retinakit.models import build_model
 from retinakit.models.fitted import FittedModel
 

@@ -67,7 +67,7 @@ def test_fewer_than_two_repeats_or_no_variance_is_nan() -> None:
 def test_inspect_and_fit_report_the_same_ceiling_and_rates() -> None:
     from conftest import make_recording
 
-    from retinakit.fitting.runs import format_cell_table
+    from retinakit.evaluation.tables import format_cell_table
     from retinakit.summary import format_summary, summarize
 
     rec = make_recording(frame_shape=(6, 6), n_cells=3, train_bins=1000, test_bins=300, n_repeats=5)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from retinakit.evaluation.compare import compare_runs, format_compare_table
-from retinakit.fitting.runs import load_run, run_fit
+from retinakit.fitting.run_folder import load_run
+from retinakit.pipeline.runs import run_fit
 from retinakit.recording import Recording, Split
 from retinakit.simulate import SimulationSpec, simulate
 

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from conftest import make_recording
-from retinakit.fitting import load_run, run_fit
+from retinakit.fitting import load_run
 from retinakit.models import build_model, model_from_spec
 from retinakit.models.temporal_cnn import TemporalCNN, temporal_channels, temporal_kernels
+from retinakit.pipeline import run_fit
 
 
 def test_kernels_are_set_in_seconds_and_fit_the_history() -> None:

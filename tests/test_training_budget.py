@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from conftest import make_recording
 from retinakit.cli import main
-from retinakit.fitting import run_fit
+from retinakit.pipeline import run_fit
 from retinakit.fitting.config import FitConfig
 from retinakit.fitting.train import activity_l1, budget_epochs
 from retinakit.models.cnn import CNN

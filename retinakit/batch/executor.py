@@ -38,7 +38,7 @@ FitFunction = Callable[..., dict]
 
 
 def _default_fit(data: Path | None, run_dir: Path, options: dict[str, Any], resume: bool, progress: bool) -> dict:
-    from ..fitting import run_fit
+    from ..pipeline import run_fit
 
     return run_fit(data, run_dir, options, resume=resume, progress=progress)
 
@@ -50,7 +50,7 @@ class FitJob(submitit.helpers.Checkpointable):
     ----------
     fit_fn : the function that fits one run folder, called as
         ``fit_fn(data, run_dir, options, resume=..., progress=...)`` (default
-        :func:`retinakit.fitting.run_fit`; tests inject a stand-in).
+        :func:`retinakit.pipeline.run_fit`; tests inject a stand-in).
     """
 
     def __init__(self, fit_fn: FitFunction | None = None) -> None:

@@ -72,7 +72,7 @@ class PointStatus:
 def is_done(run_dir: Path) -> bool:
     """True when the run folder holds ``DONE`` (the fit finished and wrote everything)."""
     try:
-        from ..fitting.runs import is_finished
+        from ..fitting.run_folder import is_finished
     except ImportError:  # the fitting package is optional for reading states
         return (Path(run_dir) / "DONE").is_file()
     return bool(is_finished(run_dir))

@@ -1,4 +1,4 @@
-"""Evaluation: scoring against repeats (:mod:`.metrics`), LN vs CNN (:mod:`.compare`), figures."""
+"""Evaluation: scoring against repeats (:mod:`.metrics`), per-cell tables (:mod:`.tables`), LN vs CNN (:mod:`.compare`), figures."""
 
 from __future__ import annotations
 

@@ -8,133 +8,27 @@ Each cell also gets a response type read from the training data only (:func:`res
 as for ON-OFF cells, which no single-filter LN model can represent), and the summary gives the
 median r/ceiling of each model and the CNN-LN gap per type. Simulated recordings carry each
 cell's true polarity (``provenance["cells"]``); it is shown next to the estimated type.
+
+The two fits are made (or reused) by :func:`retinakit.pipeline.compare.compare_ln`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import write_json, write_text
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import DataError
 
 RESPONSE_TYPES = ("ON", "OFF", "no STA")
 NO_STA_LABEL = "no usable STA (ON-OFF-like)"
 MIN_STA_Z = 3.0  # cross-validated STA strength (in noise s.d.) below which a cell has no usable STA (null: about N(0, 0.7))
-SHARED_KEYS = ("history", "cells", "val_fraction", "val_blocks", "seed", "device", "deterministic", "min_reliability")
-
-
-def _finished_run(path: str | os.PathLike[str], what: str) -> tuple[Path, dict[str, Any]]:
-    from ..fitting.runs import CONFIG, is_finished, read_json
-
-    p = Path(path)
-    if not p.is_dir():
-        raise CheckpointError(f"{what} '{p}' is not a run folder", fix="give a folder made by `retinakit fit`")
-    if not is_finished(p):
-        raise CheckpointError(f"{what} '{p}' has not finished (no DONE)", str(p), "resume it with `retinakit fit --resume RUN` first")
-    return p, read_json(p / CONFIG, "run config")
-
-
-def compare_ln(
-    data: Any = None,
-    out: str | os.PathLike[str] | None = None,
-    cnn_run: str | os.PathLike[str] | None = None,
-    ln_run: str | os.PathLike[str] | None = None,
-    options: dict[str, Any] | None = None,
-    cnn_options: dict[str, Any] | None = None,
-    ln_options: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Fit (or reuse finished runs of) a CNN and an LN model and compare them cell by cell.
-
-    ``options`` go to both fits (shared keys such as history, cells, seed), ``cnn_options`` /
-    ``ln_options`` to one of them. Writes ``compare.csv``, ``compare.json`` and
-    ``compare.png`` (LN vs CNN r/ceiling) into ``out`` and returns the JSON content.
-    """
-    from ..fitting.config import FitConfig
-    from ..fitting.runs import next_run_dir, resolve_data, run_fit
-
-    options = dict(options or {})
-    bad = [k for k in options if k == "model"]
-    if bad:
-        raise ConfigError("option 'model' cannot be given to compare-ln", fix="it always compares model cnn (or bn-cnn via --cnn-model) with ln")
-    runs_cfg = {}
-    for label, path in (("cnn", cnn_run), ("ln", ln_run)):
-        if path is not None:
-            p, cfg = _finished_run(path, f"--{label}-run")
-            runs_cfg[label] = (p, cfg)
-    if data is None and runs_cfg:
-        srcs = {cfg["data"]["source"] for _, cfg in runs_cfg.values()}
-        if len(srcs) == 1 and not next(iter(srcs)).startswith("<"):
-            data = next(iter(srcs))
-    rec, source = resolve_data(data)
-    from ..fitting.runs import recording_sha256
-
-    sha = recording_sha256(rec)
-    for label, (p, cfg) in runs_cfg.items():
-        if cfg["data"].get("sha256") != sha:
-            raise DataError(f"run '{p}' was fit on another recording ({cfg['data'].get('source')})", str(p), f"compare runs fit on '{source}'")
-    # shared options follow a reused run so both fits use the same cells and split
-    for _, (p, cfg) in runs_cfg.items():
-        for key in SHARED_KEYS:
-            if key not in options and key in cfg["config"] and key not in ("device",):
-                options[key] = cfg["config"][key]
-    if out is None:
-        stem = Path(source).stem if not source.startswith("<") else "memory"
-        out_dir = next_run_dir("runs", "compare", stem)
-    else:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, Path] = {}
-    for label in ("cnn", "ln"):
-        if label in runs_cfg:
-            runs[label] = runs_cfg[label][0]
-            continue
-        extra = dict(cnn_options or {}) if label == "cnn" else dict(ln_options or {})
-        opts = {**options, **extra}
-        opts.setdefault("model", FitConfig().model if label == "cnn" else "ln")
-        if label == "cnn" and opts["model"] not in ("cnn", "bn-cnn"):
-            raise ConfigError(f"the CNN side must be model cnn or bn-cnn, got {opts['model']!r}", "--cnn-model")
-        run_dir = out_dir / label
-        from ..fitting.runs import is_finished
-
-        if is_finished(run_dir):
-            runs[label] = run_dir
-            continue
-        resume = run_dir.is_dir() and any(run_dir.iterdir())
-        run_fit(rec, run_dir, opts, resume=resume, progress=progress)
-        runs[label] = run_dir
-    result = compare_runs(rec, runs["cnn"], runs["ln"])
-    result["data"] = {"source": source, "sha256": sha}
-    write_json(out_dir / "compare.json", result)
-    write_text(out_dir / "compare.csv", _csv(result["cells"]))
-    from .figures import compare_scatter
-
-    c = result["cells"]
-    nan = float("nan")
-    compare_scatter(np.array([x["ln_r_norm"] if x["ln_r_norm"] is not None else nan for x in c]),
-                    np.array([x["cnn_r_norm"] if x["cnn_r_norm"] is not None else nan for x in c]),
-                    np.array([x["reliable"] for x in c]), out_dir / "compare.png",
-                    title=f"LN vs CNN on {_data_name(source)}", labels=[x["cell"] for x in c],
-                    caption=f"{out_dir.name}: CNN run {result.get('cnn_run')} ({result.get('cnn_kind')}), LN run {result.get('ln_run')}")
-    result["out"] = str(out_dir)
-    return result
-
-
-def _data_name(source: str) -> str:
-    """The recording's name in a figure title (``sample`` for the bundled sample, else the file name)."""
-    from ..sample import data_label
-
-    name = data_label(source) if not source.startswith("<") else source
-    return name if name.startswith("sample") or source.startswith("<") else Path(source).name
 
 
 def compare_runs(rec: Any, cnn_run: Path, ln_run: Path) -> dict[str, Any]:
     """Score two finished runs on the same cells and bins; per-cell rows and a summary."""
-    from ..fitting.runs import load_run
+    from ..fitting.run_folder import load_run
     from .metrics import predict_test, score
 
     cnn, ln = load_run(cnn_run), load_run(ln_run)
@@ -157,7 +51,7 @@ def compare_runs(rec: Any, cnn_run: Path, ln_run: Path) -> dict[str, Any]:
         p[:h] = np.nan
         preds[label] = p
     from ..fitting.config import FitConfig
-    from ..fitting.runs import CONFIG, read_json
+    from ..fitting.run_folder import CONFIG, read_json
 
     min_rel = float(read_json(cnn_run / CONFIG, "run config")["config"].get("min_reliability", FitConfig.min_reliability))
     s_cnn = score(preds["cnn"], reps[:, :, cols], min_reliability=min_rel, cell_ids=common)
@@ -305,12 +199,6 @@ def summarize_comparison(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if any(r.get("true_type") is not None for r in rows):
         summary["by_true_type"] = groups("true_type", ("ON", "OFF", "ON-OFF"))
     return summary
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    from ..fitting.runs import cells_csv
-
-    return cells_csv(rows)
 
 
 def format_compare_table(result: dict[str, Any], max_rows: int = 40) -> str:

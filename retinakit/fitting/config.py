@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-MODELS = ("cnn", "bn-cnn", "ln")
+MODELS = ("cnn", "bn-cnn", "rcnn", "ln")
 LN_METHODS = ("auto", "sta", "ridge", "gd", "stc")
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
@@ -22,7 +22,7 @@ DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
 # Bins per batch when none is given: the plain CNN learns more per epoch with large batches
 # (its hidden units die more often under noisy small-batch updates), the batch-norm CNN and the
 # LN with small ones (more steps per epoch).
-DEFAULT_BATCH = {"cnn": 2000, "bn-cnn": 500, "ln": 500}
+DEFAULT_BATCH = {"cnn": 2000, "bn-cnn": 500, "rcnn": 500, "ln": 500}
 
 # Keys that may differ when a run is resumed (they do not change what is being fit).
 RUNTIME_KEYS = ("device", "max_epochs", "max_steps", "patience", "deterministic", "mixed_precision")
@@ -36,7 +36,9 @@ class FitConfig:
     ----------
     model : ``bn-cnn`` (the default: McIntosh et al. 2016 with batch norm, Tanaka et al. 2019;
         it reaches in ~10 epochs what the plain CNN does not reach in 25 on the sample), ``cnn``
-        (McIntosh et al. 2016 as published) or ``ln``.
+        (McIntosh et al. 2016 as published), ``rcnn`` (the batch-norm CNN's first layer followed by a
+        gated bypass recurrent layer that carries a state over the movie, for adaptation over
+        seconds; :mod:`retinakit.models.rcnn`) or ``ln``.
     history : frames of stimulus history the model sees (40 = 400 ms at 100 Hz).
     filters, kernels : CNN channels and kernel sizes of the two conv layers (``kernels=None``:
         the reference 15/11, scaled down for frames smaller than 50 pixels; see ``geometry_note``).
@@ -45,7 +47,8 @@ class FitConfig:
     noise_std : s.d. of the Gaussian noise on hidden activations while training (CNN).
     batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
         ``chunk_len`` : bins per contiguous chunk of movie in a batch (short chunks: a batch is
-        drawn from many places in the movie, so batch-norm statistics are representative).
+        drawn from many places in the movie, so batch-norm statistics are representative); for
+        ``rcnn`` the bins that carry the loss in each chunk, after the model's burn-in.
     max_steps, max_epochs, patience : the training budget is ``max_steps`` optimiser steps (so a
         short recording gets many epochs and a long one few), optionally capped at ``max_epochs``
         epochs (``None``: no cap); training stops earlier when converged: ``patience`` epochs
@@ -61,8 +64,10 @@ class FitConfig:
         ``ridge`` (ridge-regularised least squares, for correlated stimuli), ``gd`` (end-to-end
         gradient descent on the Poisson loss), ``stc`` (two filters: the ``sta``/``ridge`` filter plus
         a spike-triggered-covariance filter, a monotone nonlinearity each, summed; for ON-OFF cells)
-        or ``auto`` (``sta`` for white noise and full-field stimuli, ``ridge`` otherwise: auto stays
-        single-filter, the textbook LN). ``stc`` ignores ``ln_rank`` (its filters are rank 1).
+        or ``auto`` (``stc``, on an ``sta`` filter for white noise and full-field stimuli, ``ridge``
+        otherwise: the fair opponent, which keeps the single filter wherever a second one does not
+        help on the validation blocks; ``sta`` when ``ln_rank`` is 0). ``stc`` ignores ``ln_rank``
+        (its filters are rank 1).
     ln_rank : 1 for a space x time separable filter, 0 for a full filter.
     ln_crop : side (pixels) of the square crop around the receptive-field centre; ``None``:
         chosen per cell on the validation blocks; 0: the whole frame.

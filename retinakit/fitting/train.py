@@ -6,6 +6,15 @@ tensor, stacked to ``(K, L + history, H, W)`` and passed to ``model.forward_chun
 is ever materialised here. Row ``l`` of a chunk starting at target bin ``s`` predicts bin
 ``s + l`` (:mod:`retinakit.alignment`).
 
+A recurrent model (``model.recurrent``, :mod:`retinakit.models.rcnn`) gets the same random
+contiguous chunks, each extended ``model.burn_in`` bins into the past (:func:`gather_recurrent`):
+the model runs over the whole chunk in time order from a zero state, the loss is taken on the
+last ``L`` rows only (the burn-in warms the state up), and gradients flow through the whole
+chunk (truncated backpropagation through time, no state kept between batches). Rows whose
+window is not inside one recorded block (before the recording, or across a gap) reset the state.
+Predictions (:func:`predict_z`) are one pass over the movie in time order, the state carried
+from one stretch to the next.
+
 Validation: ``val_fraction`` of the predictable bins, as ``val_blocks`` contiguous blocks spread
 evenly over the recording; training bins within ``history`` bins of a validation block are
 dropped (their windows overlap the validation windows). Windows never cross a gap in the frame
@@ -179,6 +188,34 @@ def gather_chunks(z: torch.Tensor, starts: np.ndarray, history: int, L: int) -> 
     return torch.stack([z[int(s) - history : int(s) + L] for s in starts])
 
 
+def predictable_bins(segments: list[tuple[int, int]], T: int, history: int) -> np.ndarray:
+    """``(T,)`` bool: the bins with ``history`` frames before them inside one contiguous segment."""
+    first = first_predicted_bin(history)
+    out = np.zeros(T, dtype=bool)
+    for a, b in segments or [(0, T)]:
+        out[a + first : b] = True
+    return out
+
+
+def gather_recurrent(z: torch.Tensor, starts: np.ndarray, history: int, L: int, burn_in: int, predictable: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunks for a recurrent model: ``(K, burn_in + L + history, H, W)`` frames and ``(K, burn_in + L)``
+    real-row mask. Chunk ``k`` covers target bins ``starts[k] - burn_in .. starts[k] + L - 1``;
+    frames before the movie are zeros, and a row is real when its bin is ``predictable`` (a full
+    window inside one segment): the model resets its state at the other rows."""
+    T = int(z.shape[0])
+    P = burn_in + L
+    zc = z.new_zeros((len(starts), P + history) + tuple(z.shape[1:]))
+    rows = np.zeros((len(starts), P), dtype=bool)
+    for k, s in enumerate(np.asarray(starts, dtype=np.int64)):
+        b0 = int(s) - burn_in  # first row's target bin
+        f0 = b0 - history  # its first frame
+        lo = max(0, f0)
+        zc[k, lo - f0 :] = z[lo : int(s) + L]
+        j0 = max(0, -b0)
+        rows[k, j0:] = predictable[b0 + j0 : min(T, int(s) + L)]
+    return zc, torch.from_numpy(rows)
+
+
 def gather_targets(y: torch.Tensor, starts: np.ndarray, L: int) -> torch.Tensor:
     """Targets of the given chunks: ``(K, L, n_cells)``."""
     return torch.stack([y[int(s) : int(s) + L] for s in starts])
@@ -208,6 +245,17 @@ def predict_z(model: Any, z: torch.Tensor, device: torch.device, chunk_len: int 
     was_training = model.training
     model.eval()
     L = max(1, min(chunk_len, T - first))
+    if getattr(model, "recurrent", False):  # one pass in time order: consecutive stretches, the state carried
+        state = None
+        with torch.no_grad():
+            for s in range(first, T, L):
+                e = min(T, s + L)
+                zc = z[s - h : e].unsqueeze(0).to(device)
+                with autocast(device, amp):
+                    p, state = model.forward_chunks(zc, state=state, return_state=True)
+                out[s:e] = p[0].float().cpu().numpy()
+        model.train(was_training)
+        return out
     with torch.no_grad():
         for s in range(first, T, L):
             s0 = min(s, T - L)
@@ -331,7 +379,19 @@ def train(
     per_batch = max(1, cfg.batch_size // L)
     n_batches = math.ceil(len(starts) / per_batch)
     rows_arg = bool(getattr(model, "accepts_rows", False))
+    recurrent = bool(getattr(model, "recurrent", False))
+    burn = int(getattr(model, "burn_in", 0)) if recurrent else 0
+    predictable = predictable_bins(data.segments, int(data.z.shape[0]), h)
     z, y = data.z, data.y
+
+    def forward(st: np.ndarray, Lc: int, w: torch.Tensor) -> torch.Tensor:
+        """The model's predictions ``(K, Lc, n)`` for the chunks starting at target bins ``st``."""
+        if recurrent:  # burn-in rows first; the loss rows are the last Lc
+            zr, real = gather_recurrent(z, st, h, Lc, burn, predictable)
+            return model.forward_chunks(zr.to(device, non_blocking=True), rows=real.to(device))[:, burn:]
+        zc = gather_chunks(z, st, h, Lc).to(device, non_blocking=True)
+        return model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)
+
     if device.type != "cpu":
         z = _to_device_if_fits(z, device)
         y = y.to(z.device)
@@ -343,11 +403,10 @@ def train(
         with torch.no_grad():
             for b in range(0, len(vstarts), per_batch):
                 st = vstarts[b : b + per_batch]
-                zc = gather_chunks(z, st, h, vL).to(device, non_blocking=True)
                 tgt = gather_targets(y, st, vL).to(device)
                 w = torch.from_numpy(vweights[b : b + per_batch]).to(device)
                 with autocast(device, amp):
-                    p = (model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)).float()
+                    p = forward(st, vL, w).float()
                 losses += float(poisson_loss(p, tgt, w)) * float(w.sum())
                 wsum += float(w.sum())
                 pn = p.cpu().numpy()
@@ -371,11 +430,10 @@ def train(
         for bi in bar:
             idx = order[bi * per_batch : (bi + 1) * per_batch]
             st = starts[idx]
-            zc = gather_chunks(z, st, h, L).to(device, non_blocking=True)
             tgt = gather_targets(y, st, L).to(device, non_blocking=True)
             w = torch.from_numpy(weights[idx]).to(device)
             with autocast(device, amp):
-                pred = model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)
+                pred = forward(st, L, w)
             pred = pred.float()
             loss = poisson_loss(pred, tgt, w)
             if not torch.isfinite(loss):

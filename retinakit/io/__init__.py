@@ -32,9 +32,9 @@ def load_recording(path: str | os.PathLike[str], cells: list[int] | None = None,
         rec = import_recording(p).recording
         return rec if cells is None else rec.select_cells(cells)
     if p.is_file() and baccus_h5.is_hdf5(p) and (p.suffix.lower() == ".nwb" or _is_nwb(p)):
-        from . import nwb
+        from .nwb_import import load_nwb
 
-        return nwb.load(p, cells=cells)
+        return load_nwb(p, cells=cells)
     if p.is_file() and baccus_h5.is_hdf5(p):
         return baccus_h5.load(p, cells=cells, rate_keys=rate_keys)
     if p.is_dir():

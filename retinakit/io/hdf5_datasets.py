@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, RetinakitError
-from .sources import missing_variable, open_hdf5
+from .variables import missing_variable, open_hdf5
 
 
 def read_variable(path: Path, name: str | None, key: str) -> Any:

@@ -26,7 +26,8 @@ from ..errors import ConfigError, DataError
 from ..recording import Recording
 from . import spiketimes as st
 from .mapping import ImportMapping, frames_laid_out, load_mapping
-from .sources import FileCache, as_vector, id_from_name, scalar_of, spike_array
+from .sources import FileCache
+from .variables import as_vector, id_from_name, scalar_of, spike_array
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, RetinakitError
-from .sources import descend, hdf5_signature_offset, missing_variable, open_hdf5, split_name
+from .variables import descend, hdf5_signature_offset, missing_variable, open_hdf5, split_name
 
 
 def is_v73(path: Path) -> bool:

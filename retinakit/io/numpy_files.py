@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import ConfigError, FormatError
-from .sources import missing_variable
+from .variables import missing_variable
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),

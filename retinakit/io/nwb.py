@@ -2,7 +2,7 @@
 
 Needs the optional extra ``pynwb`` (``pip install 'retinakit[nwb]'``), imported only here.
 
-Reading (through an import mapping, or :func:`load` with the defaults below):
+Reading (through an import mapping, or :func:`retinakit.io.nwb_import.load_nwb` with the defaults below):
 
 * spikes: the ``units`` table (``spike_times`` in seconds, the table's ``id`` as cell id, any
   scalar column such as ``quality`` usable in ``[units]``);
@@ -50,7 +50,7 @@ def _pynwb() -> Any:
 def open_nwb(path: Path) -> Iterator[Any]:
     """Open an NWB file read-only and yield the ``NWBFile``."""
     pynwb = _pynwb()
-    from .sources import hdf5_signature_offset
+    from .variables import hdf5_signature_offset
 
     if not path.is_file():
         raise DataError(f"NWB file '{path}' does not exist", fix="check the path in the mapping")
@@ -133,7 +133,7 @@ def _find_series(nwbfile: Any, name: str | None, path: Path, key: str) -> Any:
     avail = [f"stimulus/{k}" for k in nwbfile.stimulus] + [f"acquisition/{k}" for k in nwbfile.acquisition]
     for mod in nwbfile.processing.values():
         avail += [f"processing/{mod.name}/{k}" for k in mod.data_interfaces]
-    from .sources import missing_variable
+    from .variables import missing_variable
 
     raise missing_variable(name, path, avail, key)
 
@@ -234,7 +234,7 @@ def has_intervals(path: Path, name: str) -> bool:
 
 def is_nwb(path: Path) -> bool:
     """True for an HDF5 file with NWB's root attribute ``nwb_version``."""
-    from .sources import hdf5_signature_offset
+    from .variables import hdf5_signature_offset
 
     if not path.is_file() or hdf5_signature_offset(path) is None:
         return False
@@ -245,36 +245,6 @@ def is_nwb(path: Path) -> bool:
             return "nwb_version" in f.attrs
     except (OSError, RuntimeError, ValueError, KeyError):  # damaged: not readable as NWB (the HDF5 reader reports it)
         return False
-
-
-# ----------------------------------------------------------------------------- load (defaults)
-def load(path: str | os.PathLike[str], cells: list[int] | None = None) -> Recording:
-    """Read an NWB file with the default mapping (units table, the one stimulus series, ``repeats`` intervals)."""
-    from .importer import import_recording
-    from .mapping import parse_mapping
-
-    p = Path(path).resolve()
-    notes = read_notes(p)
-    raw: dict[str, Any] = {
-        "spikes": {"file": str(p), "format": "nwb"},
-        "stimulus": {"file": str(p), "format": "nwb"},
-        "checks": {"frame_gaps": "split"},
-    }
-    if notes.get("stimulus_kind"):
-        raw["stimulus"]["kind"] = notes["stimulus_kind"]
-    if has_intervals(p, "repeats"):
-        raw["repeats"] = {"file": str(p), "format": "nwb", "intervals": "repeats"}
-    mapping = parse_mapping(raw, p)
-    rec = import_recording(mapping).recording
-    if notes.get("frame_dt"):
-        rec.frame_dt = float(notes["frame_dt"])
-    if notes.get("provenance"):
-        prov = dict(notes["provenance"])
-        prov.update({k: v for k, v in rec.provenance.items() if k in ("train_blocks", "train_block_start_times_s", "source", "sha256")})
-        rec.provenance = prov
-    if cells is not None:
-        rec = rec.select_cells(cells)
-    return rec
 
 
 # ----------------------------------------------------------------------------- export

@@ -39,7 +39,7 @@ def reduce(model: Any, stimulus: str = "natural", cell: int | None = None, top: 
 
     source = None
     if isinstance(model, (str, os.PathLike)):
-        from ..fitting.runs import load_run
+        from ..fitting.run_folder import load_run
 
         source = str(model)
         fitted = load_run(model)

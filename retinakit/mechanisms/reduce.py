@@ -370,7 +370,7 @@ def json_ready(result: dict[str, Any]) -> dict[str, Any]:
 def run_reduce(fitted: Any, out_dir: str | Path, stimulus: str = "natural", cell: int | None = None, top: int = DEFAULT_TOP, layer: str = DEFAULT_LAYER,
                params: dict[str, Any] | None = None, data: Any = None, source: str | None = None) -> dict[str, Any]:
     """:func:`analyse`, then write ``result.json`` and the figures into ``out_dir``; returns the JSON result."""
-    from .. import __version__
+    from .._version import __version__
     from ..atomic import ensure_dir, write_json
     from ..probes.base import model_info
     from .figures import write_figures

@@ -70,7 +70,9 @@ class FittedModel:
         """Expected spike count per bin, ``(T, n_cells)``, for a raw stimulus ``(T,)`` or ``(T, H, W)``.
 
         Bins without a full history (``t < history``) are NaN. The movie is run through the
-        model's ``forward_chunks`` in contiguous stretches of ``chunk_bins`` predicted bins.
+        model's ``forward_chunks`` in contiguous stretches of ``chunk_bins`` predicted bins; a
+        recurrent model (``model.recurrent``) carries its state from one stretch to the next, so
+        the result is one pass over the movie from a zero state whatever ``chunk_bins``.
         """
         import torch
 
@@ -83,9 +85,15 @@ class FittedModel:
             return out
         dev = torch.device(device) if device else next(self.model.parameters()).device
         self.model.eval()
+        recurrent = bool(getattr(self.model, "recurrent", False))
+        state = None
         with torch.no_grad():
             for s in range(0, T - h, chunk_bins):
                 e = min(T - h, s + chunk_bins)  # windows s..e-1 predict bins s+h..e+h-1
                 zc = z[s : e + h].unsqueeze(0).to(dev)
-                out[first + s : first + e] = self.model.forward_chunks(zc)[0].float().cpu().numpy()
+                if recurrent:
+                    p, state = self.model.forward_chunks(zc, state=state, return_state=True)
+                else:
+                    p = self.model.forward_chunks(zc)
+                out[first + s : first + e] = p[0].float().cpu().numpy()
         return out

@@ -448,7 +448,7 @@ def _crop_sides(method: str, crop: int | None, hw: tuple[int, int]) -> list[int]
 def crossfit_folds(fit: np.ndarray, history: int, n_pieces: int = 8) -> list[np.ndarray]:
     """Two disjoint masks covering the training bins: alternate contiguous pieces (about
     ``n_pieces`` in all), so each fold's filter can be evaluated on the other fold's bins."""
-    from ..fitting.train import mask_ranges
+    from ..alignment import mask_ranges
 
     rows = int(np.asarray(fit, bool).sum())
     piece = max(4 * int(history), int(np.ceil(rows / max(2, n_pieces))))
@@ -588,7 +588,7 @@ def _filtered_rows(zc: np.ndarray, k: np.ndarray, ranges: list[tuple[int, int]])
 
 def _subsample_ranges(mask: np.ndarray, max_rows: int, piece: int = 256) -> list[tuple[int, int]]:
     """Contiguous pieces of the True runs of ``mask``, evenly spread, about ``max_rows`` bins in all."""
-    from ..fitting.train import mask_ranges
+    from ..alignment import mask_ranges
 
     pieces = [(s, min(s + piece, b)) for a, b in mask_ranges(mask) for s in range(a, b, piece)]
     total = sum(b - a for a, b in pieces)
@@ -608,7 +608,7 @@ def _ridge_candidate(z4: np.ndarray, y: np.ndarray, fit: np.ndarray, val: np.nda
     crop, estimated on up to ``max_rows`` training bins (a stimulus statistic: no response noise);
     ``lam`` is chosen from ``grid`` on the validation blocks.
     """
-    from ..fitting.train import mask_ranges
+    from ..alignment import mask_ranges
 
     r0, r1, c0, c1 = box
     H, W = z4.shape[1:]

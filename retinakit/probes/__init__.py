@@ -59,7 +59,7 @@ class Probe:
         ``params`` maps parameter names to values (strings as typed on the command line, or
         Python values); missing ones take their defaults. ``source`` (the run path) is recorded.
         """
-        from .. import __version__
+        from .._version import __version__
         from ..atomic import write_json
         from .base import model_info
 
@@ -127,8 +127,8 @@ def default_out_dir(run_path: str | Path, name: str) -> Path:
 
 
 def load_fitted(run_path: str | Path) -> Any:
-    """Load a fitted model from a run folder or checkpoint (``retinakit.fitting.runs.load_run``)."""
-    from ..fitting.runs import load_run
+    """Load a fitted model from a run folder or checkpoint (``retinakit.fitting.run_folder.load_run``)."""
+    from ..fitting.run_folder import load_run
 
     return load_run(run_path)
 

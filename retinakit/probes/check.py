@@ -17,6 +17,11 @@ only (:mod:`retinakit.alignment`):
 - ``batch_independence``: predictions do not depend on how many bins go through the network
   at once (no batch-norm in training mode, no cross-talk between windows);
 - ``forward_chunks`` (when the network has it): two chunks in one call equal the windowed forward;
+- a recurrent network (``model.recurrent``, e.g. ``rcnn``) may let frame ``f`` change every
+  later bin, so ``impulse_window`` only requires bins ``<= f`` unchanged; ``window_alignment``
+  steps the network window by window (``model.step`` on :func:`retinakit.alignment.window_frames`,
+  the state carried from one bin to the next) and ``forward_chunks`` starts its second chunk from
+  the state the stepping reached there;
 - ``deterministic``: two identical calls give identical predictions.
 
 Differences count as zero when below ``rtol`` times the largest prediction (float32 round-off).
@@ -89,19 +94,21 @@ def check_model(fitted: Any, seed: int = 0, rtol: float = RTOL) -> dict[str, Any
         "max_change_past": past, "max_change_future": after, "t0": t0,
     }
 
+    recurrent = bool(getattr(fitted.model, "recurrent", False))
     f = 2 * H
+    end = T if recurrent else f + H + 1  # a recurrent model may carry the frame to every later bin
     imp = stim.copy()
     imp[f] = _stimulus(fitted, 1, rng)[0]
     p_imp = fitted.predict(imp)
     d = np.abs(np.nan_to_num(p_imp, nan=0.0) - np.nan_to_num(base, nan=0.0))  # (T, cells)
-    outside = np.r_[d[: f + 1].ravel(), d[f + H + 1 :].ravel()]
-    inside = d[f + 1 : f + H + 1]
+    outside = np.r_[d[: f + 1].ravel(), d[end:].ravel()]
+    inside = d[f + 1 : end]
     out_max = float(outside.max()) if outside.size else 0.0
     in_max = float(inside.max()) if inside.size else 0.0
     peak_lag = (np.argmax(inside, 0) + 1).tolist() if inside.size else []
     checks["impulse_window"] = {
         "passed": out_max <= tol,
-        "detail": f"frame {f} changed: bins outside {f + 1}..{f + H} changed by {out_max:.3g}, inside by {in_max:.3g} "
+        "detail": f"frame {f} changed: bins outside {f + 1}..{end - 1}{' (recurrent: every later bin)' if recurrent else ''} changed by {out_max:.3g}, inside by {in_max:.3g} "
                   f"(largest change at lag {min(peak_lag) if peak_lag else '-'}..{max(peak_lag) if peak_lag else '-'} frames)",
         "max_change_outside": out_max, "max_change_inside": in_max, "peak_lag_frames": peak_lag,
     }
@@ -116,13 +123,23 @@ def check_model(fitted: Any, seed: int = 0, rtol: float = RTOL) -> dict[str, Any
     dev = next(fitted.model.parameters()).device
     fitted.model.eval()
     ts = np.arange(H, T)
+    states = []
     with torch.no_grad():
-        direct = np.concatenate([fitted.model(torch.stack([z[window_frames(int(t), H)] for t in ts[i : i + 256]]).to(dev)).float().cpu().numpy()
-                                 for i in range(0, len(ts), 256)])
+        if recurrent:  # one step per bin, the state carried
+            rows, st = [], None
+            for t in ts:
+                states.append(st)
+                o, st = fitted.model.step(z[window_frames(int(t), H)].unsqueeze(0).to(dev), st)
+                rows.append(o.float().cpu().numpy())
+            direct = np.concatenate(rows)
+        else:
+            direct = np.concatenate([fitted.model(torch.stack([z[window_frames(int(t), H)] for t in ts[i : i + 256]]).to(dev)).float().cpu().numpy()
+                                     for i in range(0, len(ts), 256)])
     wa = diff(direct, base[ts])
+    how = "step() from bin to bin" if recurrent else "network"
     checks["window_alignment"] = {
         "passed": wa <= tol,
-        "detail": f"network on frames t-{H}..t-1 (alignment.window_frames) vs predict() at bins {H}..{T - 1}: max difference {wa:.3g}",
+        "detail": f"{how} on frames t-{H}..t-1 (alignment.window_frames) vs predict() at bins {H}..{T - 1}: max difference {wa:.3g}",
         "max_difference": wa,
     }
 
@@ -136,7 +153,11 @@ def check_model(fitted: Any, seed: int = 0, rtol: float = RTOL) -> dict[str, Any
         half = (T - H) // 2  # two chunks of the movie in one call
         zc = torch.stack([z[: half + H], z[half : 2 * half + H]])
         with torch.no_grad():
-            ch = fitted.model.forward_chunks(zc.to(dev)).float().cpu().numpy()
+            if recurrent:  # the second chunk continues from the state the stepping reached at its first bin
+                s0 = torch.stack([fitted.model.initial_state(1, dev)[0], states[half][0]])
+                ch = fitted.model.forward_chunks(zc.to(dev), state=s0).float().cpu().numpy()
+            else:
+                ch = fitted.model.forward_chunks(zc.to(dev)).float().cpu().numpy()
         fc = max(diff(ch[0], direct[:half]), diff(ch[1], direct[half : 2 * half]))
         checks["forward_chunks"] = {"passed": fc <= tol, "detail": f"forward_chunks on 2 chunks of {half} bins vs windowed forward: max difference {fc:.3g}", "max_difference": fc}
 

@@ -1,0 +1,3 @@
+"""The version of retinakit (kept apart so any layer can name it without importing the package's API)."""
+
+__version__ = "0.1.0"
