@@ -305,8 +305,8 @@ def compare_ln(data: str | os.PathLike[str] | Recording | None = None, out: str 
 
     if "model" in options:
         raise ConfigError(f"compare_ln() has no model= (got {options['model']!r})", fix="choose the CNN variant with cnn_model='bn-cnn' or 'cnn'; the other side is always the LN model")
-    if cnn_model is not None and cnn_model not in ("cnn", "bn-cnn"):
-        raise ConfigError(f"cnn_model must be 'bn-cnn' or 'cnn', got {cnn_model!r}", fix="cnn_model='bn-cnn' (default) or 'cnn'")
+    if cnn_model is not None and cnn_model not in ("cnn", "bn-cnn", "rcnn"):
+        raise ConfigError(f"cnn_model must be 'bn-cnn', 'cnn' or 'rcnn', got {cnn_model!r}", fix="cnn_model='bn-cnn' (default), 'cnn' or 'rcnn'")
     for name, run in (("cnn_run", cnn_run), ("ln_run", ln_run)):
         if run is not None and (not Path(run).is_dir() or not is_finished(run)):
             raise not_a_finished_run(run, what=name, resume_hint=f"continue it with retinakit.fit(out='{run}', resume=True)")

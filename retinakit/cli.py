@@ -523,10 +523,11 @@ def check_cmd(run_path: Path, as_json: bool, out: Path | None, seed: int) -> Non
 @click.option("--case", "cases", multiple=True, metavar="NAME", help="Run only this case (repeatable): fullfield-30hz, whitenoise-16, naturalscene-50 [default: all].")
 @click.option("--quick", is_flag=True, help="Small versions of the cases and a small training budget: checks that the suite runs (for CI), not how good the defaults are.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/validate"), show_default=True, help="Folder for the recordings, fits and the table; finished fits are reused.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Training budget of every fit in optimiser steps [default: 4000; 150 with --quick].")
 @click.option("--models", default="rcnn", show_default=True, help="Models fit besides the CNN and the LN and scored against the CNN, comma-separated (rcnn, cnn), or 'none'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, models: str, as_json: bool, quiet: bool) -> None:
+def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, max_steps: int | None, models: str, as_json: bool, quiet: bool) -> None:
     """Simulate retinas that differ from the bundled sample (full-field flicker at 30 Hz with 233
     cells, a 16x16 white-noise checkerboard, 50x50 natural scenes; other seeds and cell mixes), fit
     the default CNN and LN on each, and print their r/ceiling next to the ground truth's, with the
@@ -538,6 +539,7 @@ def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, models: str, as
       retinakit validate                              the whole suite (about an hour on 2 CPU cores)
       retinakit validate --case fullfield-30hz        one case
       retinakit validate --quick                      a small smoke run (a minute or two)
+      retinakit validate --quick --max-steps 1500     the small cases trained longer
     """
     from .validate import format_validation_table, run_validation, select_cases
 
@@ -551,7 +553,8 @@ def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, models: str, as
             more = "".join(f", {m} {row[f'{m}_r_norm']:.3f}" for m in extra if row.get(f"{m}_r_norm") is not None)
             _note(f"{row['case']}: CNN r/ceiling {row['cnn_r_norm']:.3f}, LN {row['ln_r_norm']:.3f}{more} ({row['seconds']:.0f} s)")
 
-    result = run_validation(out, list(cases) or None, quick=quick, progress=show, on_case=on_case, models=extra)
+    options = {"max_steps": max_steps} if max_steps is not None else None
+    result = run_validation(out, list(cases) or None, quick=quick, options=options, progress=show, on_case=on_case, models=extra)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -29,6 +29,12 @@ def test_unknown_case_is_a_one_line_error(tmp_path) -> None:  # noqa: ANN001
     assert not any(tmp_path.iterdir())
 
 
+def test_unknown_extra_model_is_a_one_line_error(tmp_path) -> None:  # noqa: ANN001
+    res = CliRunner().invoke(main, ["validate", "--quick", "--models", "rnn", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown extra validation model 'rnn'" in res.output and "rcnn" in res.output
+
+
 def test_quick_validation_runs_and_scores_the_truth(tmp_path) -> None:  # noqa: ANN001
     res = CliRunner().invoke(main, ["validate", "--quick", "--case", "fullfield-30hz", "--out", str(tmp_path), "-q"])
     assert res.exit_code == 0, res.output
@@ -39,6 +45,10 @@ def test_quick_validation_runs_and_scores_the_truth(tmp_path) -> None:  # noqa: 
     assert 0.95 <= row["truth_r_norm"] <= 1.05  # the true rate reaches the ceiling: the ceiling is estimated right
     assert 0.3 < row["cnn_r_norm"] <= 1.05 and 0.0 < row["ln_r_norm"] <= 1.05
     assert "temporal CNN" in row["cnn_geometry"]
+    # the recurrent CNN is fit too and scored on the same cells and bins as the CNN
+    assert "rcnn r/c" in res.output and row["n_rcnn_scored"] == 40
+    assert 0.3 < row["rcnn_r_norm"] <= 1.05 and abs(row["rcnn_cnn_r_norm"] - row["cnn_r_norm"]) < 1e-9
+    assert row["rcnn_epoch_cost"] > 0 and row["n_rcnn_strong"] + row["n_rcnn_weak"] == 40
     assert (tmp_path / "validate.png").is_file() and (tmp_path / "validate.csv").is_file()
     # a second run reuses the finished fits
     res2 = CliRunner().invoke(main, ["validate", "--quick", "--case", "fullfield-30hz", "--out", str(tmp_path), "--json", "-q"])

@@ -7,13 +7,19 @@ is ever materialised here. Row ``l`` of a chunk starting at target bin ``s`` pre
 ``s + l`` (:mod:`retinakit.alignment`).
 
 A recurrent model (``model.recurrent``, :mod:`retinakit.models.rcnn`) gets the same random
-contiguous chunks, each extended ``model.burn_in`` bins into the past (:func:`gather_recurrent`):
-the model runs over the whole chunk in time order from a zero state, the loss is taken on the
-last ``L`` rows only (the burn-in warms the state up), and gradients flow through the whole
-chunk (truncated backpropagation through time, no state kept between batches). Rows whose
-window is not inside one recorded block (before the recording, or across a gap) reset the state.
-Predictions (:func:`predict_z`) are one pass over the movie in time order, the state carried
-from one stretch to the next.
+contiguous chunks, each extended ``model.burn_in`` bins into the past (:func:`gather_recurrent`).
+The model runs over the whole chunk in time order, the loss is taken on the last ``L`` rows
+only, and gradients flow through the whole chunk (truncated backpropagation through time).
+The chunk starts from the state the model had at that point of the movie: after every epoch
+one pass in time order over each recorded block of the training movie (:func:`recurrent_pass`,
+no gradient, eval mode) gives the predictions the validation loss is computed on (one pass, as
+on the test segment), the state at every chunk start, which the next epoch's chunks start from
+(the first epoch starts them from the resting state), and the model's resting state (the mean of
+those states, where every recorded block starts); the burn-in rows bring a chunk's state up to
+date with the current weights. Rows whose window is not inside one recorded block (before the
+recording, or across a gap) reset the state to the resting state. Predictions
+(:func:`predict_z`) are one pass over the movie in time order from the resting state, the state
+carried from one stretch to the next.
 
 Validation: ``val_fraction`` of the predictable bins, as ``val_blocks`` contiguous blocks spread
 evenly over the recording; training bins within ``history`` bins of a validation block are
@@ -216,6 +222,43 @@ def gather_recurrent(z: torch.Tensor, starts: np.ndarray, history: int, L: int, 
     return zc, torch.from_numpy(rows)
 
 
+def recurrent_pass(model: Any, z: torch.Tensor, segments: list[tuple[int, int]], history: int, need: np.ndarray, device: torch.device,
+                   amp: bool = False, piece: int = 1000) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+    """One pass of a recurrent model in time order over each segment of the movie ``z`` (no
+    gradient, eval mode; zero state at each segment's first predicted bin, so that the pass does
+    not depend on the model's resting state).
+
+    Returns the predictions ``(T, n_cells)`` (NaN where a bin has no full window) and, for each
+    bin in ``need`` that is predicted and not a segment's first, the state just before that bin
+    (``(C, ...)`` on ``device``; a chunk starting at a segment's first bin starts from the resting state).
+    """
+    T = int(z.shape[0])
+    first = first_predicted_bin(history)
+    out = np.full((T, int(model.n_cells)), np.nan, dtype=np.float32)
+    states: dict[int, torch.Tensor] = {}
+    need = np.unique(np.asarray(need, dtype=np.int64))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for a, b in segments or [(0, T)]:
+            lo = a + first
+            if lo >= b:
+                continue
+            here = need[(need > lo) & (need < b)]
+            state = torch.zeros_like(model.initial_state(1, device))
+            for cur in range(lo, b, piece):
+                c = min(b, cur + piece)
+                at = here[(here >= cur) & (here < c)]
+                zc = z[cur - history : c].unsqueeze(0).to(device)
+                with autocast(device, amp):
+                    p, state, st = model.forward_chunks(zc, state=state, return_state=True, states_at=torch.from_numpy(at - cur))
+                out[cur:c] = p[0].float().cpu().numpy()
+                for k, bin_ in enumerate(at.tolist()):
+                    states[int(bin_)] = st[0, k].clone()  # not a view: the piece's states are freed
+    model.train(was_training)
+    return out, states
+
+
 def gather_targets(y: torch.Tensor, starts: np.ndarray, L: int) -> torch.Tensor:
     """Targets of the given chunks: ``(K, L, n_cells)``."""
     return torch.stack([y[int(s) : int(s) + L] for s in starts])
@@ -384,11 +427,18 @@ def train(
     predictable = predictable_bins(data.segments, int(data.z.shape[0]), h)
     z, y = data.z, data.y
 
+    carried: dict[int, torch.Tensor] = {}  # recurrent: the state at each chunk's first row, from the last pass over the movie
+    need = np.concatenate([starts, vstarts]) - burn  # chunk starts: states for the training chunks; all of them for the resting state
+
     def forward(st: np.ndarray, Lc: int, w: torch.Tensor) -> torch.Tensor:
         """The model's predictions ``(K, Lc, n)`` for the chunks starting at target bins ``st``."""
         if recurrent:  # burn-in rows first; the loss rows are the last Lc
             zr, real = gather_recurrent(z, st, h, Lc, burn, predictable)
-            return model.forward_chunks(zr.to(device, non_blocking=True), rows=real.to(device))[:, burn:]
+            init = None
+            if carried:
+                rest = model.initial_state(1, device)[0]
+                init = torch.stack([carried.get(int(s) - burn, rest) for s in st])
+            return model.forward_chunks(zr.to(device, non_blocking=True), rows=real.to(device), state=init)[:, burn:]
         zc = gather_chunks(z, st, h, Lc).to(device, non_blocking=True)
         return model.forward_chunks(zc, rows=w > 0) if rows_arg else model.forward_chunks(zc)
 
@@ -398,6 +448,17 @@ def train(
     y_np = data.y.numpy()
 
     def run_val() -> tuple[float, float]:
+        if recurrent:  # one pass over the movie: validation as on the test segment, and the states for the next epoch
+            pred, states = recurrent_pass(model, z, data.segments, h, need, device, amp)
+            carried.clear()
+            carried.update(states)
+            if states:  # the resting state: the mean state over the training movie
+                model.set_rest(torch.stack(list(states.values())))
+            vm = data.val_mask & np.isfinite(pred).all(axis=1)
+            p = torch.from_numpy(pred[vm])
+            loss = float(poisson_loss(p, data.y[torch.from_numpy(vm)], torch.ones(p.shape[0])))
+            r = masked_corr(pred, y_np, vm)
+            return loss, float(np.nanmean(r)) if np.any(np.isfinite(r)) else math.nan
         model.eval()
         preds, losses, wsum = np.full(y_np.shape, np.nan, dtype=np.float32), 0.0, 0.0
         with torch.no_grad():
@@ -416,6 +477,8 @@ def train(
         r = masked_corr(preds, y_np, data.val_mask)
         return losses / max(wsum, 1.0), float(np.nanmean(r)) if np.any(np.isfinite(r)) else math.nan
 
+    if recurrent and state.epoch > 0:  # resumed: the states the interrupted run had for its next epoch
+        carried.update(recurrent_pass(model, z, data.segments, h, need, device, amp)[1])  # (the resting state is in the checkpoint)
     gen = torch.Generator().manual_seed(cfg.seed)
     planned = budget_epochs(cfg, n_batches)
     epoch_bar = tqdm(total=planned, initial=min(state.epoch, planned), desc="epochs", unit="ep", disable=not progress, leave=False)

@@ -8,6 +8,10 @@ reference 15/11 kernels). Output: expected spike count per bin, ``(B, n_cells)``
 While training, Gaussian noise of s.d. ``noise_std`` is added to each hidden layer before the
 ReLU. The batch-norm variant (Tanaka et al. 2019) adds BatchNorm after each convolution and on
 the output before the softplus.
+
+``readout="factorized"`` replaces the dense layer (``filters[1] * h2 * w2`` weights per cell) by a
+spatial mask times a feature vector per cell (Klindt et al. 2017): ``drive_n = sum_{f,x,y}
+mask_n[x, y] features_n[f] a2[f, x, y] + bias_n``, ``h2 * w2 + filters[1]`` weights per cell.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class CNN(nn.Module):
         kernels: tuple[int, int] | tuple[tuple[int, int], tuple[int, int]] | None = None,
         batchnorm: bool = False,
         noise_std: float = 0.05,
+        readout: str = "dense",
     ) -> None:
         super().__init__()
         if history < 1 or n_cells < 1 or min(filters) < 1:
@@ -91,7 +96,15 @@ class CNN(nn.Module):
         self.input_hw = (H, W)
         self.conv1 = nn.Conv2d(history, self.filters[0], k1)
         self.conv2 = nn.Conv2d(self.filters[0], self.filters[1], k2)
-        self.dense = nn.Linear(self.filters[1] * h2 * w2, n_cells)
+        if readout not in ("dense", "factorized"):
+            raise ModelError(f"readout must be 'dense' or 'factorized', got {readout!r}")
+        self.readout_kind = readout
+        if readout == "dense":
+            self.dense = nn.Linear(self.filters[1] * h2 * w2, n_cells)
+        else:  # Klindt et al. 2017: a spatial mask and a feature vector per cell
+            self.mask_weight = nn.Parameter(torch.full((n_cells, h2, w2), 1.0 / (h2 * w2)) + 0.01 * torch.randn(n_cells, h2, w2) / (h2 * w2) ** 0.5)
+            self.feature_weight = nn.Parameter(torch.randn(n_cells, self.filters[1]) / self.filters[1] ** 0.5)
+            self.readout_bias = nn.Parameter(torch.zeros(n_cells))
         self.bn1 = nn.BatchNorm2d(self.filters[0]) if batchnorm else nn.Identity()
         self.bn2 = nn.BatchNorm2d(self.filters[1]) if batchnorm else nn.Identity()
         self.bn_out = nn.BatchNorm1d(n_cells) if batchnorm else nn.Identity()
@@ -107,6 +120,7 @@ class CNN(nn.Module):
             "kernels": [list(self.kernel_sizes[0]), list(self.kernel_sizes[1])],
             "batchnorm": self.batchnorm,
             "noise_std": self.noise_std,
+            "readout": self.readout_kind,
             "geometry_note": self.geometry_note,
         }
 
@@ -121,6 +135,7 @@ class CNN(nn.Module):
             kernels=(tuple(spec["kernels"][0]), tuple(spec["kernels"][1])),
             batchnorm=bool(spec["batchnorm"]),
             noise_std=float(spec["noise_std"]),
+            readout=str(spec.get("readout", "dense")),
         )
         m.geometry_note = str(spec.get("geometry_note", m.geometry_note))
         return m
@@ -138,8 +153,11 @@ class CNN(nn.Module):
         return a1, a2
 
     def readout(self, a2: torch.Tensor) -> torch.Tensor:
-        """Dense layer + (BN) + softplus on the second hidden layer."""
-        return nn.functional.softplus(self.bn_out(self.dense(a2.flatten(1))))
+        """Dense (or factorised) layer + (BN) + softplus on the second hidden layer."""
+        if self.readout_kind == "dense":
+            return nn.functional.softplus(self.bn_out(self.dense(a2.flatten(1))))
+        pooled = torch.einsum("bfhw,nhw->bnf", a2, self.mask_weight)
+        return nn.functional.softplus(self.bn_out((pooled * self.feature_weight).sum(-1) + self.readout_bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expected spike count per bin, ``(B, n_cells)``, for stimulus windows ``(B, history, H, W)``."""

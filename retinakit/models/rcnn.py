@@ -11,8 +11,10 @@ oldest first, as everywhere in retinakit, see :mod:`retinakit.alignment`):
 
 * front end (the batch-norm CNN's first layer): ``a1_t = ReLU(BN1(conv1(x_t)))``;
 * feed-forward drive of the recurrent layer: ``u_t = BN2(conv2(a1_t))`` (``C = filters[1]`` maps);
-* the **gated bypass cell** (state ``s``, ``C`` maps of the same size, ``s_0 = 0``; ``*``: a
-  ``k x k`` convolution with ``same`` padding, ``o``: elementwise product, ``e_t = [u_t, |u_t|]``)::
+* the **gated bypass cell** (state ``s``, ``C`` maps of the same size; a block starts from the resting state, zero in a new model; ``*``: a
+  ``k x k`` convolution with ``same`` padding, ``k`` = :data:`RECURRENT_KERNEL` (1 by default:
+  the channels are mixed at each position, the spatial pooling is the front end's), ``o``: the
+  elementwise product, ``e_t = [u_t, |u_t|]``)::
 
       z_t = sigmoid(W_z * e_t + U_z * s_{t-1} + b_z)      update gate, in (0, 1)
       c_t = softplus(W_c * e_t + b_c)                     what the state tracks (>= 0: signal level and energy)
@@ -27,17 +29,27 @@ oldest first, as everywhere in retinakit, see :mod:`retinakit.alignment`):
 * readout as in the CNN: ``a2_t = ReLU(y_t)``, dense to one unit per cell, BN, softplus.
 
 Time order and state. :meth:`RCNN.forward_chunks` runs the cell over the ``L`` rows of each
-contiguous chunk in time order, from a zero state (or from ``state``), and can return the final
-state, so a long movie can be run in consecutive pieces with the same result as one long pass.
-Rows not in ``rows`` (padding, or windows that cross a gap between recorded blocks) reset the
-state to zero: a block always starts from a zero state. Training (:mod:`retinakit.fitting.train`)
-uses chunks of ``burn_in + chunk_len`` contiguous bins: the first ``burn_in`` bins (default
-:data:`BURN_IN_S`) only warm the state up, the loss is taken on the last ``chunk_len``;
-gradients flow through the whole chunk (truncated backpropagation through time). Predictions
-on a test segment are one long pass per block.
+contiguous chunk in time order, from the resting state (or from ``state``), and can return the
+final state, so a long movie can be run in consecutive pieces with the same result as one long
+pass. Rows not in ``rows`` (padding, or windows that cross a gap between recorded blocks) reset
+the state: every recorded block starts from the **resting state** :attr:`RCNN.rest`, the mean
+state over the training movie (a buffer, zero in a new model, set after every epoch by
+:mod:`retinakit.fitting.train` from its pass over the training movie, like batch norm's running
+statistics). A recording's blocks start after a lead-in the model never sees; the resting state
+stands for the retina adapted to the stimulus ensemble, where a zero state would be a retina
+that had seen nothing for a long time, and the first seconds of every block would be a
+transient the recording does not have.
 
-:meth:`RCNN.forward` on independent windows is the response from a zero state (one step of the
-cell, i.e. the bypass network); :meth:`RCNN.step` is one step from a given state.
+Training (:mod:`retinakit.fitting.train`) uses chunks of ``burn_in + chunk_len`` contiguous bins,
+each started from the state the model had at that point of the movie in the last pass over it;
+the first ``burn_in`` bins (default :data:`BURN_IN_S`) bring that state up to date with the
+current weights, the loss is taken on the last ``chunk_len``; gradients flow through the whole
+chunk (truncated backpropagation through time). Predictions on a test segment are one long pass
+per block.
+
+:meth:`RCNN.forward` on independent windows is the response from the resting state (one step
+of the cell; with a zero state, as in a new model, the bypass network, i.e. the batch-norm
+CNN); :meth:`RCNN.step` is one step from a given state.
 """
 
 from __future__ import annotations
@@ -53,8 +65,8 @@ from .cnn import adapt_kernels
 
 #: range of the initial time constants of the update gate (seconds), log-uniform over channels
 TAU_RANGE_S = (0.05, 4.0)
-#: bins before the loss starts in each training chunk (seconds), so the state is not zero there
-BURN_IN_S = 1.0
+#: bins before the loss starts in each training chunk (seconds): they bring the state carried from the last pass over the movie up to date
+BURN_IN_S = 0.5
 #: initial divisive weight of each channel's own state (the diagonal of ``softplus(Omega)``)
 INIT_GAIN = 0.3
 #: recurrent kernel side (1: the state at each position is mixed across channels; the spatial pooling comes from the front end)
@@ -124,6 +136,7 @@ class RCNN(nn.Module):
         self.state_omega = nn.Parameter(torch.zeros(C, C, *self.recurrent_kernel))
         self.dense = nn.Linear(C * h2 * w2, n_cells)
         self.bn_out = nn.BatchNorm1d(n_cells)
+        self.register_buffer("rest", torch.zeros(C, h2, w2))  # the resting state (zero until set from the training movie)
         self._init_cell()
 
     def _init_cell(self) -> None:
@@ -175,8 +188,14 @@ class RCNN(nn.Module):
         return x
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
-        """The zero state ``(batch, C, h2, w2)``."""
-        return torch.zeros((batch, self.filters[1], *self.map_hw), device=device if device is not None else self.dense.weight.device)
+        """The resting state ``(batch, C, h2, w2)`` a recorded block starts from (:attr:`rest`)."""
+        return self.rest.to(device if device is not None else self.rest.device).unsqueeze(0).expand(batch, -1, -1, -1).clone()
+
+    def set_rest(self, states: torch.Tensor) -> None:
+        """Set the resting state to the mean of ``states`` ``(N, C, h2, w2)`` (states met over the training movie)."""
+        if states.numel():
+            with torch.no_grad():
+                self.rest.copy_(states.float().mean(dim=0).to(self.rest.device))
 
     def _drive(self, c1: torch.Tensor) -> torch.Tensor:
         """Feed-forward drive ``u`` from first-layer pre-BN maps ``(N, F1, h1, w1)``."""
@@ -210,8 +229,8 @@ class RCNN(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def step(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One bin for stimulus windows ``x`` ``(B, history, H, W)`` from ``state`` (zero when
-        None): ``(expected count (B, n_cells), new state)``. Computes the first layer directly on
+        """One bin for stimulus windows ``x`` ``(B, history, H, W)`` from ``state`` (the resting
+        state when None): ``(expected count (B, n_cells), new state)``. Computes the first layer directly on
         the window (no chunked convolution), so it is an independent check of :meth:`forward_chunks`."""
         x = x.reshape(x.shape[0], self.history, *self.input_hw)
         s = self.initial_state(x.shape[0], x.device) if state is None else state
@@ -225,19 +244,21 @@ class RCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expected count per bin ``(B, n_cells)`` for independent windows ``(B, history, H, W)``,
-        each from a zero state (the bypass network: one step of the cell). A movie's response,
+        each from the resting state (one step of the cell). A movie's response,
         which depends on everything before, comes from :meth:`forward_chunks`."""
         return self.step(x)[0]
 
     def forward_chunks(self, zc: torch.Tensor, method: str = "auto", rows: torch.Tensor | None = None, state: torch.Tensor | None = None,
-                       return_state: bool = False) -> Any:
+                       return_state: bool = False, states_at: torch.Tensor | None = None) -> Any:
         """Predictions for contiguous stretches of movie, ``(K, L + history, H, W)`` -> ``(K, L, n_cells)``.
 
         Row ``l`` of chunk ``k`` predicts the bin right after frames ``l .. l + history - 1`` and is
-        computed after rows ``0 .. l - 1`` (time order), from ``state`` ``(K, C, h2, w2)`` (zero
-        when None). ``rows`` ``(K, L)`` bool: the real rows; batch-norm statistics use only these,
-        the others come back as 0 and reset the state to zero. ``return_state``: also return the
+        computed after rows ``0 .. l - 1`` (time order), from ``state`` ``(K, C, h2, w2)`` (the resting
+        state when None). ``rows`` ``(K, L)`` bool: the real rows; batch-norm statistics use only these,
+        the others come back as 0 and reset the state to the resting state. ``return_state``: also return the
         state after the last row, to continue with the next stretch of the same movie.
+        ``states_at`` (1-D row indices): also return the state just before each of these rows,
+        ``(K, n, C, h2, w2)`` (with ``return_state``: ``(out, state, states)``).
         """
         from .fastconv import chunk_conv
 
@@ -283,6 +304,9 @@ class RCNN(nn.Module):
         if sel is not None:
             out = out.new_zeros((K * L, self.n_cells)).index_copy(0, sel, out)
         out = out.reshape(K, L, self.n_cells)
+        if states_at is not None:
+            at = s_prev.index_select(1, states_at.to(s_prev.device, torch.long))
+            return (out, s, at) if return_state else (out, at)
         return (out, s) if return_state else out
 
     def _run_conv(self, gz: torch.Tensor, cand: torch.Tensor, s: torch.Tensor, w_z: torch.Tensor,
@@ -290,12 +314,13 @@ class RCNN(nn.Module):
         """The state update over ``L`` steps with a spatial recurrent kernel: ``(s_{t-1}`` for every
         step ``(K, L, C, h2, w2)``, the last state)."""
         prev = []
+        rest = self.rest.float()
         gzs, cs = gz.unbind(1), cand.unbind(1)  # unbind, not indexing: its backward is one stack, not L full-size scatters
         for t in range(len(gzs)):
             prev.append(s)
             s = self._update(gzs[t], cs[t], s, w_z)
             if keep is not None:
-                s = s * keep[t]  # a row that is not real resets the state
+                s = rest + keep[t] * (s - rest)  # a row that is not real resets the state
         return torch.stack(prev, dim=1), s
 
     def _run_pointwise(self, gz: torch.Tensor, cand: torch.Tensor, s: torch.Tensor, w_z: torch.Tensor,
@@ -303,6 +328,7 @@ class RCNN(nn.Module):
         """:meth:`_run_conv` for a 1x1 recurrent kernel, channels last: one small matrix product per
         step (much cheaper than a convolution and its backward on CPU). Same values."""
         gzs = gz.permute(0, 1, 3, 4, 2).unbind(1)  # (K, h2, w2, C) per step
+        rest = self.rest.float().permute(1, 2, 0)
         cs = cand.permute(0, 1, 3, 4, 2).unbind(1)
         ks = None if keep is None else tuple(k.permute(0, 2, 3, 1) for k in keep)
         wt = w_z.t()
@@ -313,7 +339,7 @@ class RCNN(nn.Module):
             z = torch.sigmoid(gzs[t] + sc @ wt)
             sc = sc + z * (cs[t] - sc)
             if ks is not None:
-                sc = sc * ks[t]
+                sc = rest + ks[t] * (sc - rest)
         return torch.stack(prev, dim=1).permute(0, 1, 4, 2, 3), sc.permute(0, 3, 1, 2).contiguous()
 
     def weight_l2(self) -> torch.Tensor:

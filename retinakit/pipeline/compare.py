@@ -84,8 +84,8 @@ def compare_ln(
         extra = dict(cnn_options or {}) if label == "cnn" else dict(ln_options or {})
         opts = {**options, **extra}
         opts.setdefault("model", FitConfig().model if label == "cnn" else "ln")
-        if label == "cnn" and opts["model"] not in ("cnn", "bn-cnn"):
-            raise ConfigError(f"the CNN side must be model cnn or bn-cnn, got {opts['model']!r}", "--cnn-model")
+        if label == "cnn" and opts["model"] not in ("cnn", "bn-cnn", "rcnn"):
+            raise ConfigError(f"the CNN side must be model cnn, bn-cnn or rcnn, got {opts['model']!r}", "--cnn-model")
         run_dir = out_dir / label
         if is_finished(run_dir):
             runs[label] = run_dir
