@@ -41,3 +41,28 @@ def test_factorised_readout_is_a_mask_times_features_and_round_trips() -> None:
 def test_unknown_readout_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="readout"):
         CNN(6, (12, 12), 2, kernels=(5, 3), readout="sparse")
+
+
+def test_auto_readout_per_model_and_explicit_choice() -> None:
+    from retinakit.errors import ConfigError
+    from retinakit.fitting.config import FitConfig
+
+    assert FitConfig().resolved_readout() == "factorized"  # bn-cnn, the default model
+    assert FitConfig.from_dict({"model": "cnn"}).resolved_readout() == "dense"  # as published
+    assert FitConfig.from_dict({"readout": "dense"}).resolved_readout() == "dense"
+    with pytest.raises(ConfigError, match="readout"):
+        FitConfig.from_dict({"readout": "sparse"})
+
+
+def test_a_fit_records_its_readout(tmp_path) -> None:  # noqa: ANN001
+    from conftest import make_recording
+    from retinakit.fitting.run_folder import load_run
+    from retinakit.pipeline import run_fit
+
+    tiny_rec = make_recording(frame_shape=(6, 6), n_cells=2, train_bins=600, test_bins=100, n_repeats=3)
+
+    opts = {"history": 6, "filters": [2, 2], "kernels": [3, 3], "max_steps": 20}
+    run_fit(tiny_rec, tmp_path / "auto", opts, progress=False, figures=False)
+    run_fit(tiny_rec, tmp_path / "dense", {**opts, "readout": "dense"}, progress=False, figures=False)
+    assert load_run(tmp_path / "auto").meta["model"]["readout"] == "factorized"
+    assert load_run(tmp_path / "dense").meta["model"]["readout"] == "dense"

@@ -15,6 +15,8 @@ from ..errors import ConfigError
 
 MODELS = ("cnn", "bn-cnn", "rcnn", "ln")
 LN_METHODS = ("auto", "sta", "ridge", "gd", "stc")
+READOUTS = ("auto", "dense", "factorized")
+AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "dense"}  # what ``readout="auto"`` means per model
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
@@ -45,6 +47,10 @@ class FitConfig:
     lr, l2, l1 : Adam learning rate (default 2e-3 for the CNNs, 3e-2 for the LN); L2 penalty on weights; L1 penalty on output activity
         (mean over bins and cells of the predicted counts: it does not grow with the number of cells).
     noise_std : s.d. of the Gaussian noise on hidden activations while training (CNN).
+    readout : the CNN's last layer on 2-D frames: ``dense`` (one weight per cell, channel and
+        position, as published) or ``factorized`` (a spatial mask times a feature vector per cell,
+        Klindt et al. 2017: far fewer weights, so less overfitting on minutes of data); ``auto``:
+        factorized for ``bn-cnn``, dense for the published ``cnn`` and for ``rcnn``.
     batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
         ``chunk_len`` : bins per contiguous chunk of movie in a batch (short chunks: a batch is
         drawn from many places in the movie, so batch-norm statistics are representative); for
@@ -84,6 +90,7 @@ class FitConfig:
     l2: float = 1e-3
     l1: float = 1e-3
     noise_std: float = 0.05
+    readout: str = "auto"
     batch_size: int | None = None
     chunk_len: int = 100
     max_steps: int = 4000
@@ -123,6 +130,10 @@ class FitConfig:
         cfg.validate()
         return cfg
 
+    def resolved_readout(self) -> str:
+        """``readout`` with ``auto`` resolved for this model (``dense`` or ``factorized``)."""
+        return AUTO_READOUT.get(self.model, "dense") if self.readout == "auto" else self.readout
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dictionary of every option (round-trips through :meth:`from_dict`)."""
         return asdict(self)
@@ -138,6 +149,7 @@ class FitConfig:
         """Check every option's type and range; raise :class:`ConfigError` naming the key."""
         self.model = _choice("model", self.model, MODELS)
         self.ln_method = _choice("ln_method", self.ln_method, LN_METHODS)
+        self.readout = _choice("readout", self.readout, READOUTS)
         self.history = _int("history", self.history, 1, 2000)
         self.filters = _int_list("filters", self.filters, 2, 1, 512)
         self.kernels = None if self.kernels is None else _int_list("kernels", self.kernels, 2, 1, 200)

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..alignment import first_predicted_bin
+from ..alignment import first_predicted_bin, mask_ranges  # noqa: F401  (mask_ranges: also imported from here)
 from ..errors import DataError, ModelError
 from ..recording import Recording
 from .checkpoint import load_checkpoint, pack, save_checkpoint, unpack
@@ -153,13 +153,6 @@ def prepare_data(rec: Recording, cfg: FitConfig) -> FitData:
     segments = contiguous_segments(train.time, float(rec.frame_dt))  # type: ignore[arg-type]
     fit, val = split_masks(segments, z.shape[0], cfg.history, cfg.val_fraction, cfg.val_blocks)
     return FitData(z=z, y=y, fit_mask=fit, val_mask=val, history=cfg.history, stats=stats, frame_shape=rec.frame_shape, segments=segments)
-
-
-def mask_ranges(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of True in a boolean mask as ``[a, b)`` ranges."""
-    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
-    d = np.diff(m.astype(np.int8))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
 def make_chunks(mask: np.ndarray, history: int, chunk_len: int) -> tuple[np.ndarray, np.ndarray, int]:

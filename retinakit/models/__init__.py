@@ -38,7 +38,7 @@ def build_model(kind: str, history: int, frame_shape: tuple[int, ...], n_cells: 
         return RCNN(history, frame_shape, n_cells, filters=filters, frame_rate=rate, **options)  # type: ignore[arg-type]
     if kind in ("cnn", "bn-cnn"):
         frame_rate = options.pop("frame_rate", None)
-        if len(frame_shape) == 0 and "kernels" not in options and frame_rate is not None:
+        if len(frame_shape) == 0 and "kernels" not in options and frame_rate is not None:  # (the readout option is for 2-D frames)
             from .temporal_cnn import TemporalCNN
 
             return TemporalCNN.for_recording(history, n_cells, float(frame_rate), filters=tuple(options.get("filters", (8, 8))),  # type: ignore[arg-type]
