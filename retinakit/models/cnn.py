@@ -63,6 +63,20 @@ def adapt_kernels(frame_shape: tuple[int, ...], kernels: tuple[int, int] | None 
     return ks, why
 
 
+def check_chunks(zc: torch.Tensor, history: int, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+    """Check movie chunks ``(K, L + history, H, W)`` for a model; returns ``(K, L + history, L)``."""
+    if zc.ndim < 2:
+        raise ModelError(f"chunks must be (K, L + history, H, W), got shape {tuple(zc.shape)}")
+    K, total = int(zc.shape[0]), int(zc.shape[1])
+    L = total - history
+    if L < 1:
+        raise ModelError(f"chunks of {total} frames leave no prediction with history {history}", fix="pass chunks of L + history frames, L >= 1")
+    H, W = input_hw
+    if zc.numel() != K * total * H * W:
+        raise ModelError(f"chunk frames are {tuple(zc.shape[2:])} but the model takes {H}x{W} frames", fix="build the chunks in the model's geometry")
+    return K, total, L
+
+
 class CNN(nn.Module):
     """McIntosh et al. 2016 CNN; ``batchnorm=True`` gives the BN variant. See module docstring."""
 
@@ -179,15 +193,8 @@ class CNN(nn.Module):
         """
         from .fastconv import chunk_conv
 
-        if zc.ndim < 2:
-            raise ModelError(f"chunks must be (K, L + history, H, W), got shape {tuple(zc.shape)}")
-        K, total = int(zc.shape[0]), int(zc.shape[1])
-        L = total - self.history
-        if L < 1:
-            raise ModelError(f"chunks of {total} frames leave no prediction with history {self.history}", fix="pass chunks of L + history frames, L >= 1")
+        K, total, L = check_chunks(zc, self.history, self.input_hw)
         H, W = self.input_hw
-        if zc.numel() != K * total * H * W:
-            raise ModelError(f"chunk frames are {tuple(zc.shape[2:])} but the model takes {H}x{W} frames", fix="build the chunks in the model's geometry")
         if K == 0:
             return zc.new_zeros((0, L, self.n_cells))
         zc = zc.reshape(K, total, H, W)

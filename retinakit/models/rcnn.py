@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .cnn import adapt_kernels
+from .cnn import adapt_kernels, check_chunks
 
 #: range of the initial time constants of the update gate (seconds), log-uniform over channels
 TAU_RANGE_S = (0.05, 4.0)
@@ -262,15 +262,8 @@ class RCNN(nn.Module):
         """
         from .fastconv import chunk_conv
 
-        if zc.ndim < 2:
-            raise ModelError(f"chunks must be (K, L + history, H, W), got shape {tuple(zc.shape)}")
-        K, total = int(zc.shape[0]), int(zc.shape[1])
-        L = total - self.history
-        if L < 1:
-            raise ModelError(f"chunks of {total} frames leave no prediction with history {self.history}", fix="pass chunks of L + history frames, L >= 1")
+        K, total, L = check_chunks(zc, self.history, self.input_hw)
         H, W = self.input_hw
-        if zc.numel() != K * total * H * W:
-            raise ModelError(f"chunk frames are {tuple(zc.shape[2:])} but the model takes {H}x{W} frames", fix="build the chunks in the model's geometry")
         C, (h2, w2) = self.filters[1], self.map_hw
         if state is not None and tuple(state.shape) != (K, C, h2, w2):
             raise ModelError(f"state has shape {tuple(state.shape)}, expected {(K, C, h2, w2)}", fix="pass the state returned for the same chunks")
