@@ -2,7 +2,7 @@
 
     python benchmarks/readme_tables.py                 # sample fits + compare-ln (tens of minutes on 2 CPU cores)
     python benchmarks/readme_tables.py --out DIR       # keep the runs; finished runs in DIR are reused
-    python benchmarks/readme_tables.py --validate      # also `retinakit validate` (an hour or more on 2 CPU cores)
+    python benchmarks/readme_tables.py --validate      # also `retinakit validate` (hours on 2 CPU cores)
 
 Everything runs in a temporary folder (or ``--out``) through the ``retinakit`` command line with
 its defaults, and the tables are printed as Markdown, with the commands and the machine. The fits

@@ -537,7 +537,9 @@ def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, max_steps: int 
 
     \b
     Examples:
-      retinakit validate                              the whole suite (about an hour on 2 CPU cores)
+      retinakit validate                              the whole suite (hours on 2 CPU cores; measured:
+                                                      the natural-scene CNN alone took 40 min)
+      retinakit validate --models none                without the rcnn (measured at 1.6-3.4x the CNN per epoch)
       retinakit validate --case fullfield-30hz        one case
       retinakit validate --quick                      a small smoke run (a minute or two)
       retinakit validate --quick --max-steps 1500     the small cases trained longer
