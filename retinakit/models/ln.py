@@ -7,20 +7,23 @@ temporal convolution: no window is materialised), ``spec`` / ``from_spec``, ``we
 Filter: rank 1 (``spatial (H, W)`` x ``temporal (history,)`` per cell) or full
 (``(history, H, W)``), multiplied by a per-cell crop ``mask`` (1 inside a square box around the
 receptive-field centre). Position ``j`` of the temporal filter is lag ``history - j`` frames
-(:mod:`retinakit.alignment`). Nonlinearity: ``binned`` (piecewise-linear interpolation through
-(mean generator, mean count) of equal-count bins, flat beyond the ends) or ``softplus``
-(``exp(log_scale) * softplus(generator)``, trainable).
+(:mod:`retinakit.alignment`). Nonlinearity: ``monotone`` (the default of the closed-form fits:
+isotonic, fit on held-out generator values, with a rising linear upper tail;
+:mod:`retinakit.models.ln_nonlinearity`), ``binned`` (piecewise-linear interpolation through
+(mean generator, mean count) of equal-count bins, flat beyond the ends; runs saved before the
+monotone one) or ``softplus`` (``exp(log_scale) * softplus(generator)``, trainable). The
+two-filter LN (``n_filters=2``) is fit by :mod:`retinakit.models.stc`.
 
 Two ways to fit (:func:`fit_ln_revcorr`, and gradient descent via the training loop after
 :func:`init_ln_for_gd`):
 
 * ``sta`` (white noise): the spike-triggered average (cross-covariance), cropped around its
-  peak, rank-1 by SVD, then the binned nonlinearity. The crop side is chosen per cell on the
+  peak, rank-1 by SVD, then the monotone nonlinearity. The crop side is chosen per cell on the
   validation blocks unless given.
 * ``ridge`` (correlated stimuli such as natural scenes): ridge-regularised least squares for a
   rank-1 filter inside the crop, by alternating the temporal and the spatial solve (each exact
   for the stimulus correlations); the ridge strength and the crop side are chosen per cell on
-  the validation blocks; then the binned nonlinearity.
+  the validation blocks; then the monotone nonlinearity.
 * ``gd``: the same structure (crop, rank 1 or full) with a softplus output, fit end to end with
   the Poisson loss by the same loop as the CNN (random initial filters).
 """
