@@ -63,6 +63,22 @@ def adapt_kernels(frame_shape: tuple[int, ...], kernels: tuple[int, int] | None 
     return ks, why
 
 
+def conv_geometry(frame_shape: tuple[int, ...], kernels: Any = None) -> tuple[tuple[tuple[int, int], tuple[int, int]], str, tuple[int, int], tuple[int, int]]:
+    """Kernel sizes (explicit pairs, or :func:`adapt_kernels`), the sentence explaining them, the
+    input size ``(H, W)`` and the second layer's map size ``(h2, w2)`` (valid padding)."""
+    if kernels is not None and all(isinstance(k, (tuple, list)) for k in kernels):
+        k1, k2 = (int(kernels[0][0]), int(kernels[0][1])), (int(kernels[1][0]), int(kernels[1][1]))
+        note = f"kernels {k1} and {k2} given explicitly"
+    else:
+        (k1, k2), note = adapt_kernels(tuple(frame_shape), kernels)
+    H, W = (1, 1) if len(frame_shape) == 0 else (int(frame_shape[0]), int(frame_shape[1]))
+    h1, w1 = H - k1[0] + 1, W - k1[1] + 1
+    h2, w2 = h1 - k2[0] + 1, w1 - k2[1] + 1
+    if min(h1, w1, h2, w2) < 1:
+        raise ModelError(f"kernels {k1} and {k2} do not fit {H}x{W} frames", fix="use smaller --kernels")
+    return (k1, k2), note, (H, W), (h2, w2)
+
+
 def check_chunks(zc: torch.Tensor, history: int, input_hw: tuple[int, int]) -> tuple[int, int, int]:
     """Check movie chunks ``(K, L + history, H, W)`` for a model; returns ``(K, L + history, L)``."""
     if zc.ndim < 2:
@@ -94,16 +110,7 @@ class CNN(nn.Module):
         super().__init__()
         if history < 1 or n_cells < 1 or min(filters) < 1:
             raise ModelError(f"history, n_cells and filters must be >= 1, got {history}, {n_cells}, {filters}")
-        if kernels is not None and all(isinstance(k, (tuple, list)) for k in kernels):
-            k1, k2 = (int(kernels[0][0]), int(kernels[0][1])), (int(kernels[1][0]), int(kernels[1][1]))
-            self.geometry_note = f"kernels {k1} and {k2} given explicitly"
-        else:
-            (k1, k2), self.geometry_note = adapt_kernels(tuple(frame_shape), kernels)  # type: ignore[arg-type]
-        H, W = (1, 1) if len(frame_shape) == 0 else (int(frame_shape[0]), int(frame_shape[1]))
-        h1, w1 = H - k1[0] + 1, W - k1[1] + 1
-        h2, w2 = h1 - k2[0] + 1, w1 - k2[1] + 1
-        if min(h1, w1, h2, w2) < 1:
-            raise ModelError(f"kernels {k1} and {k2} do not fit {H}x{W} frames", fix="use smaller --kernels")
+        (k1, k2), self.geometry_note, (H, W), (h2, w2) = conv_geometry(frame_shape, kernels)
         self.history, self.frame_shape, self.n_cells = int(history), tuple(int(s) for s in frame_shape), int(n_cells)
         self.filters, self.kernel_sizes = (int(filters[0]), int(filters[1])), (k1, k2)
         self.batchnorm, self.noise_std = bool(batchnorm), float(noise_std)

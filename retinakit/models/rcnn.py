@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .cnn import adapt_kernels, check_chunks
+from .cnn import check_chunks, conv_geometry
 
 #: range of the initial time constants of the update gate (seconds), log-uniform over channels
 TAU_RANGE_S = (0.05, 4.0)
@@ -99,16 +99,7 @@ class RCNN(nn.Module):
             raise ModelError(f"history, n_cells and filters must be >= 1, got {history}, {n_cells}, {filters}")
         if not (frame_rate > 0 and math.isfinite(frame_rate)):
             raise ModelError(f"frame rate must be positive, got {frame_rate}")
-        if kernels is not None and all(isinstance(k, (tuple, list)) for k in kernels):
-            k1, k2 = (int(kernels[0][0]), int(kernels[0][1])), (int(kernels[1][0]), int(kernels[1][1]))  # type: ignore[index]
-            note = f"kernels {k1} and {k2} given explicitly"
-        else:
-            (k1, k2), note = adapt_kernels(tuple(frame_shape), kernels)  # type: ignore[arg-type]
-        H, W = (1, 1) if len(frame_shape) == 0 else (int(frame_shape[0]), int(frame_shape[1]))
-        h1, w1 = H - k1[0] + 1, W - k1[1] + 1
-        h2, w2 = h1 - k2[0] + 1, w1 - k2[1] + 1
-        if min(h1, w1, h2, w2) < 1:
-            raise ModelError(f"kernels {k1} and {k2} do not fit {H}x{W} frames", fix="use smaller --kernels")
+        (k1, k2), note, (H, W), (h2, w2) = conv_geometry(frame_shape, kernels)
         self.history, self.frame_shape, self.n_cells = int(history), tuple(int(s) for s in frame_shape), int(n_cells)
         self.filters, self.kernel_sizes = (int(filters[0]), int(filters[1])), (k1, k2)
         self.noise_std, self.frame_rate = float(noise_std), float(frame_rate)
