@@ -176,6 +176,7 @@ def _fit_options(f: Any) -> Any:
         click.option("--l2", type=float, default=None, help="L2 penalty on weights [default: 1e-3]."),
         click.option("--l1", type=float, default=None, help="L1 penalty on output activity [default: 1e-3]."),
         click.option("--noise-std", type=float, default=None, help="Gaussian noise s.d. on hidden layers while training [default: 0.05]."),
+        click.option("--first-layer", type=click.Choice(["auto", "full", "separable"]), default=None, help="CNN first convolution on 2-D frames: full (as published) or separable (each channel a spatial filter x a temporal filter: far fewer weights to learn) [default: auto = separable for bn-cnn, full for the published cnn and for rcnn]."),
         click.option("--readout", type=click.Choice(["auto", "dense", "factorized"]), default=None, help="CNN last layer on 2-D frames: dense (as published) or factorized (a spatial mask x features per cell) [default: auto = factorized for bn-cnn, dense for cnn and rcnn]."),
         click.option("--batch-size", type=int, default=None, help="Bins per batch [default: 500; 2000 for the published cnn]."),
         click.option("--chunk-len", type=int, default=None, help="Bins per contiguous movie chunk in a batch: a batch of 500 comes from 5 places in the movie [default: 100]."),
@@ -198,7 +199,7 @@ def _fit_options(f: Any) -> Any:
 
 
 def _collect_options(kw: dict[str, Any]) -> dict[str, Any]:
-    keys = ("history", "lr", "l2", "l1", "noise_std", "readout", "batch_size", "chunk_len", "max_steps", "max_epochs", "patience", "val_fraction", "seed",
+    keys = ("history", "lr", "l2", "l1", "noise_std", "readout", "first_layer", "batch_size", "chunk_len", "max_steps", "max_epochs", "patience", "val_fraction", "seed",
             "deterministic", "device", "ln_method", "ln_rank", "ln_crop", "min_reliability")
     out = {k: kw[k] for k in keys if kw.get(k) is not None}
     if kw.get("cells"):

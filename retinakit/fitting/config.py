@@ -16,6 +16,8 @@ from ..errors import ConfigError
 MODELS = ("cnn", "bn-cnn", "rcnn", "ln")
 LN_METHODS = ("auto", "sta", "ridge", "gd", "stc")
 READOUTS = ("auto", "dense", "factorized")
+FIRST_LAYERS = ("auto", "full", "separable")
+AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "full"}  # what ``first_layer="auto"`` means per model
 AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "dense"}  # what ``readout="auto"`` means per model
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
@@ -51,6 +53,11 @@ class FitConfig:
         position, as published) or ``factorized`` (a spatial mask times a feature vector per cell,
         Klindt et al. 2017: far fewer weights, so less overfitting on minutes of data); ``auto``:
         factorized for ``bn-cnn``, dense for the published ``cnn`` and for ``rcnn``.
+    first_layer : the CNN's first convolution on 2-D frames: ``full`` (one weight per frame of
+        history and pixel, as published) or ``separable`` (each channel a spatial filter times a
+        temporal filter, ``history + k*k`` weights instead of ``history * k*k``: far less to learn
+        from minutes of data); ``auto``: separable for ``bn-cnn``, full for the published ``cnn``
+        and for ``rcnn``.
     batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
         ``chunk_len`` : bins per contiguous chunk of movie in a batch (short chunks: a batch is
         drawn from many places in the movie, so batch-norm statistics are representative); for
@@ -91,6 +98,7 @@ class FitConfig:
     l1: float = 1e-3
     noise_std: float = 0.05
     readout: str = "auto"
+    first_layer: str = "auto"
     batch_size: int | None = None
     chunk_len: int = 100
     max_steps: int = 4000
@@ -134,6 +142,10 @@ class FitConfig:
         """``readout`` with ``auto`` resolved for this model (``dense`` or ``factorized``)."""
         return AUTO_READOUT.get(self.model, "dense") if self.readout == "auto" else self.readout
 
+    def resolved_first_layer(self) -> str:
+        """``first_layer`` with ``auto`` resolved for this model (``full`` or ``separable``)."""
+        return AUTO_FIRST_LAYER.get(self.model, "full") if self.first_layer == "auto" else self.first_layer
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dictionary of every option (round-trips through :meth:`from_dict`)."""
         return asdict(self)
@@ -150,6 +162,7 @@ class FitConfig:
         self.model = _choice("model", self.model, MODELS)
         self.ln_method = _choice("ln_method", self.ln_method, LN_METHODS)
         self.readout = _choice("readout", self.readout, READOUTS)
+        self.first_layer = _choice("first_layer", self.first_layer, FIRST_LAYERS)
         self.history = _int("history", self.history, 1, 2000)
         self.filters = _int_list("filters", self.filters, 2, 1, 512)
         self.kernels = None if self.kernels is None else _int_list("kernels", self.kernels, 2, 1, 200)

@@ -26,7 +26,9 @@ oldest first, as everywhere in retinakit, see :mod:`retinakit.alignment`):
   input untouched (the network is then exactly the batch-norm CNN); ``z_t`` sets how fast the
   state follows its input (its bias is initialised to time constants spread log-uniformly from
   :data:`TAU_RANGE_S`), ``g_t`` is a contrast-gain-control gate fed by that slow state;
-* readout as in the CNN: ``a2_t = ReLU(y_t)``, dense to one unit per cell, BN, softplus.
+* readout as in the CNN: ``a2_t = ReLU(y_t)``, dense (or factorised: a spatial mask times a
+  feature vector per cell) to one unit per cell, BN, softplus. The first layer can be space x
+  time separable as the CNN's (``first_layer``).
 
 Time order and state. :meth:`RCNN.forward_chunks` runs the cell over the ``L`` rows of each
 contiguous chunk in time order, from the resting state (or from ``state``), and can return the
@@ -61,7 +63,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .cnn import check_chunks, conv_geometry
+from .cnn import check_chunks, conv_geometry, conv_maps, init_readout, make_first_layer, readout_drive
 
 #: range of the initial time constants of the update gate (seconds), log-uniform over channels
 TAU_RANGE_S = (0.05, 4.0)
@@ -76,7 +78,7 @@ DEFAULT_FRAME_RATE = 100.0
 
 
 class RCNN(nn.Module):
-    """McIntosh front end, a gated bypass recurrent layer, dense readout (see module docstring)."""
+    """McIntosh front end, a gated bypass recurrent layer, a readout (see module docstring)."""
 
     recurrent = True  # forward_chunks runs in time order and carries a state
     accepts_rows = True  # forward_chunks takes a mask of real rows (batch norm over them; the state resets at the others)
@@ -93,6 +95,8 @@ class RCNN(nn.Module):
         recurrent_kernel: int = RECURRENT_KERNEL,
         burn_in: int | None = None,
         geometry_note: str = "",
+        readout: str = "dense",
+        first_layer: str = "full",
     ) -> None:
         super().__init__()
         if history < 1 or n_cells < 1 or min(filters) < 1:
@@ -114,7 +118,8 @@ class RCNN(nn.Module):
         self.geometry_note = geometry_note or (f"{note}; recurrent layer: gated bypass cell, {C} maps of {h2}x{w2}, "
                                                f"{self.recurrent_kernel[0]}x{self.recurrent_kernel[1]} recurrent kernels, "
                                                f"burn-in {self.burn_in} bins")
-        self.conv1 = nn.Conv2d(self.history, self.filters[0], k1)
+        self.conv1 = make_first_layer(first_layer, self.history, self.filters[0], k1)
+        self.first_layer = first_layer
         self.conv2 = nn.Conv2d(self.filters[0], C, k2)
         self.bn1 = nn.BatchNorm2d(self.filters[0])
         self.bn2 = nn.BatchNorm2d(C)
@@ -125,7 +130,7 @@ class RCNN(nn.Module):
         # state-driven parts, all without bias (bypass): U_z, V (free sign) and Omega (>= 0 through softplus)
         self.state_zv = nn.Parameter(torch.zeros(2 * C, C, *self.recurrent_kernel))
         self.state_omega = nn.Parameter(torch.zeros(C, C, *self.recurrent_kernel))
-        self.dense = nn.Linear(C * h2 * w2, n_cells)
+        init_readout(self, readout, n_cells, C, h2, w2)
         self.bn_out = nn.BatchNorm1d(n_cells)
         self.register_buffer("rest", torch.zeros(C, h2, w2))  # the resting state (zero until set from the training movie)
         self._init_cell()
@@ -158,6 +163,7 @@ class RCNN(nn.Module):
             "filters": list(self.filters), "kernels": [list(self.kernel_sizes[0]), list(self.kernel_sizes[1])],
             "noise_std": self.noise_std, "frame_rate": self.frame_rate, "recurrent_kernel": list(self.recurrent_kernel),
             "burn_in": self.burn_in, "batchnorm": True, "cell": "gated bypass cell", "geometry_note": self.geometry_note,
+            "readout": self.readout_kind, "first_layer": self.first_layer,
         }
 
     @classmethod
@@ -167,7 +173,8 @@ class RCNN(nn.Module):
         m = cls(int(spec["history"]), tuple(spec["frame_shape"]), int(spec["n_cells"]), filters=tuple(spec["filters"]),  # type: ignore[arg-type]
                 kernels=(tuple(spec["kernels"][0]), tuple(spec["kernels"][1])), noise_std=float(spec["noise_std"]),
                 frame_rate=float(spec.get("frame_rate", DEFAULT_FRAME_RATE)), recurrent_kernel=int(max(rk)),
-                burn_in=int(spec["burn_in"]), geometry_note=str(spec.get("geometry_note", "")))
+                burn_in=int(spec["burn_in"]), geometry_note=str(spec.get("geometry_note", "")),
+                readout=str(spec.get("readout", "dense")), first_layer=str(spec.get("first_layer", "full")))
         if tuple(m.recurrent_kernel) != tuple(int(k) for k in rk):
             raise ModelError(f"recurrent kernel {rk} in the checkpoint does not fit {m.map_hw[0]}x{m.map_hw[1]} maps")
         return m
@@ -191,7 +198,7 @@ class RCNN(nn.Module):
     def _drive(self, c1: torch.Tensor) -> torch.Tensor:
         """Feed-forward drive ``u`` from first-layer pre-BN maps ``(N, F1, h1, w1)``."""
         a1 = torch.relu(self._noise(self.bn1(c1)))
-        return self.bn2(self.conv2(a1))
+        return self.bn2(conv_maps(self.conv2, a1))
 
     def _gate_inputs(self, u: torch.Tensor) -> torch.Tensor:
         """Input-driven parts of the update gate and the candidate, ``(N, 2C, h2, w2)``."""
@@ -215,8 +222,8 @@ class RCNN(nn.Module):
         return u / (1.0 + r[:, C:]) + r[:, :C]
 
     def readout(self, a2: torch.Tensor) -> torch.Tensor:
-        """Dense layer + BN + softplus on the recurrent layer's activations ``(N, C, h2, w2)``."""
-        return nn.functional.softplus(self.bn_out(self.dense(a2.flatten(1))))
+        """Readout (dense or factorised, as the CNN's) + BN + softplus on the recurrent layer's activations ``(N, C, h2, w2)``."""
+        return nn.functional.softplus(self.bn_out(readout_drive(self, a2)))
 
     # ------------------------------------------------------------------ forward
     def step(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -175,8 +175,9 @@ def run_fit(
             model_options = {"filters": tuple(cfg.filters), "noise_std": cfg.noise_std, "frame_rate": 1.0 / float(rec.frame_dt)}  # type: ignore[arg-type]
             if cfg.kernels is not None:
                 model_options["kernels"] = tuple(cfg.kernels)
-            if kind in ("cnn", "bn-cnn"):
+            if kind in ("cnn", "bn-cnn", "rcnn"):
                 model_options["readout"] = cfg.resolved_readout()
+                model_options["first_layer"] = cfg.resolved_first_layer()
         model = build_model(kind, cfg.history, rec.frame_shape, rec.n_cells, **model_options)
         geometry_note = getattr(model, "geometry_note", None)
         config_doc = {
