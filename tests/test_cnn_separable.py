@@ -45,6 +45,8 @@ def test_auto_first_layer_per_model() -> None:
 
     assert FitConfig().resolved_first_layer() == "separable"  # bn-cnn, the default model
     assert FitConfig.from_dict({"model": "cnn"}).resolved_first_layer() == "full"  # as published
+    assert FitConfig.from_dict({"model": "rcnn"}).resolved_first_layer() == "separable"  # the bn-cnn's front end
+    assert FitConfig.from_dict({"model": "rcnn"}).resolved_readout() == "factorized"  # and its readout
     assert FitConfig.from_dict({"first_layer": "full"}).resolved_first_layer() == "full"
 
 

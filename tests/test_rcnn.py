@@ -21,10 +21,10 @@ from retinakit.recording import Recording, Split
 from retinakit.spikes import pearson_columns
 
 
-def _net(seed: int = 0, frame_shape: tuple[int, ...] = (12, 12)) -> RCNN:
+def _net(seed: int = 0, frame_shape: tuple[int, ...] = (12, 12), **options: str) -> RCNN:
     """A small RCNN in eval mode with recurrent weights large enough that the state matters."""
     torch.manual_seed(seed)
-    net = build_model("rcnn", 6, frame_shape, 3, filters=(4, 5), noise_std=0.05, frame_rate=50.0)
+    net = build_model("rcnn", 6, frame_shape, 3, filters=(4, 5), noise_std=0.05, frame_rate=50.0, **options)
     with torch.no_grad():
         net.state_zv.normal_(0.0, 0.5)
         net.state_omega.normal_(0.0, 1.0)
@@ -63,8 +63,10 @@ def test_causal_rows_depend_only_on_earlier_frames() -> None:
     assert float(d[:5].max()) == 0.0 and float(d[20:].max()) > 0.0  # rows 5..10 see frame 10 directly, rows >= 11 only through the state
 
 
-def test_state_carried_across_chunks_equals_one_long_pass() -> None:
-    net = _net()
+@pytest.mark.parametrize("options", [{}, {"readout": "factorized", "first_layer": "separable"}], ids=["dense-full", "factorized-separable"])
+def test_state_carried_across_chunks_equals_one_long_pass(options: dict[str, str]) -> None:
+    net = _net(**options)
+    assert model_from_spec(net.spec()).spec() == net.spec()
     z = torch.randn(3, 90 + 6, 12, 12)
     full, last = net.forward_chunks(z, return_state=True)
     pieces, state = [], None

@@ -17,8 +17,8 @@ MODELS = ("cnn", "bn-cnn", "rcnn", "ln")
 LN_METHODS = ("auto", "sta", "ridge", "gd", "stc")
 READOUTS = ("auto", "dense", "factorized")
 FIRST_LAYERS = ("auto", "full", "separable")
-AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "full"}  # what ``first_layer="auto"`` means per model
-AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "dense"}  # what ``readout="auto"`` means per model
+AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "separable"}  # what ``first_layer="auto"`` means per model
+AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "factorized"}  # what ``readout="auto"`` means per model
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
@@ -52,12 +52,12 @@ class FitConfig:
     readout : the CNN's last layer on 2-D frames: ``dense`` (one weight per cell, channel and
         position, as published) or ``factorized`` (a spatial mask times a feature vector per cell,
         Klindt et al. 2017: far fewer weights, so less overfitting on minutes of data); ``auto``:
-        factorized for ``bn-cnn``, dense for the published ``cnn`` and for ``rcnn``.
+        factorized for ``bn-cnn`` and ``rcnn``, dense for the published ``cnn``.
     first_layer : the CNN's first convolution on 2-D frames: ``full`` (one weight per frame of
         history and pixel, as published) or ``separable`` (each channel a spatial filter times a
         temporal filter, ``history + k*k`` weights instead of ``history * k*k``: far less to learn
-        from minutes of data); ``auto``: separable for ``bn-cnn``, full for the published ``cnn``
-        and for ``rcnn``.
+        from minutes of data); ``auto``: separable for ``bn-cnn`` and ``rcnn``, full for the
+        published ``cnn``.
     batch_size : bins per batch (default 2000 for ``cnn``, 500 for ``bn-cnn`` and ``ln``);
         ``chunk_len`` : bins per contiguous chunk of movie in a batch (short chunks: a batch is
         drawn from many places in the movie, so batch-norm statistics are representative); for

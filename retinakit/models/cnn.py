@@ -145,7 +145,7 @@ class SeparableConv2d(nn.Module):
 
     def __init__(self, history: int, channels: int, kernel: tuple[int, int]) -> None:
         super().__init__()
-        ref = nn.Conv2d(history, channels, kernel)  # the full layer's initial scale: weight s.d. 1/sqrt(3 fan_in)
+        ref = nn.Conv2d(history, channels, kernel)  # a full layer of this shape: its bias initialisation (and the weight scale below, s.d. 1/sqrt(3 fan_in))
         self.time_weight = nn.Parameter(torch.randn(channels, history) / float(history) ** 0.5)
         self.space_weight = nn.Parameter(torch.randn(channels, *kernel) / float(3 * kernel[0] * kernel[1]) ** 0.5)
         self.bias = nn.Parameter(ref.bias.detach().clone())
