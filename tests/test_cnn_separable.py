@@ -50,6 +50,16 @@ def test_auto_first_layer_per_model() -> None:
     assert FitConfig.from_dict({"first_layer": "full"}).resolved_first_layer() == "full"
 
 
+def test_a_run_saved_before_the_options_existed_keeps_its_network() -> None:
+    from retinakit.fitting.config import FitConfig
+
+    old = FitConfig().to_dict()
+    del old["first_layer"], old["readout"]  # a config.json written before these options
+    cfg = FitConfig.from_saved(old)
+    assert (cfg.resolved_first_layer(), cfg.resolved_readout()) == ("full", "dense")
+    assert FitConfig.from_saved(FitConfig().to_dict()).resolved_first_layer() == "separable"
+
+
 def test_unknown_first_layer_is_an_error() -> None:
     from retinakit.errors import ConfigError
     from retinakit.fitting.config import FitConfig

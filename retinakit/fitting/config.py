@@ -20,6 +20,9 @@ FIRST_LAYERS = ("auto", "full", "separable")
 AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "separable"}  # what ``first_layer="auto"`` means per model
 AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "factorized"}  # what ``readout="auto"`` means per model
 
+# What an option meant in runs written before it existed (a run folder's config.json without the key).
+LEGACY_VALUES = {"readout": "dense", "first_layer": "full"}
+
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
 
@@ -137,6 +140,12 @@ class FitConfig:
         cfg = cls(**d)
         cfg.validate()
         return cfg
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> "FitConfig":
+        """The config of an existing run folder: options the run predates take the value they
+        had then (:data:`LEGACY_VALUES`), so resuming an old run rebuilds the same network."""
+        return cls.from_dict({**LEGACY_VALUES, **d})
 
     def resolved_readout(self) -> str:
         """``readout`` with ``auto`` resolved for this model (``dense`` or ``factorized``)."""

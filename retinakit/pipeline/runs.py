@@ -130,7 +130,7 @@ def run_fit(
             return read_json(run / METRICS, "metrics")
         remove_temporaries(run)
         saved = read_json(run / CONFIG, "run config")
-        cfg = _merge_resume(FitConfig.from_dict(saved["config"]), options, run)
+        cfg = _merge_resume(FitConfig.from_saved(saved["config"]), options, run)
         if data is None:
             data = saved["data"]["source"]
             if data.startswith("<"):
