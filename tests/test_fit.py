@@ -179,8 +179,9 @@ def test_trained_cnn_is_causal(tiny_rec, tmp_path) -> None:  # noqa: ANN001
     assert np.allclose(p[:101], p2[:101], equal_nan=True) and not np.allclose(p[101:], p2[101:])
 
 
-def test_interrupted_fit_resumes_at_the_next_epoch_and_matches(tiny_rec, tmp_path) -> None:  # noqa: ANN001
-    opts = {**TINY, "max_epochs": 3, "patience": 10}
+@pytest.mark.parametrize("weight_ema", [0.0, 1.0])
+def test_interrupted_fit_resumes_at_the_next_epoch_and_matches(tiny_rec, tmp_path, weight_ema) -> None:  # noqa: ANN001
+    opts = {**TINY, "max_epochs": 3, "patience": 10, "weight_ema": weight_ema}
     full = run_fit(tiny_rec, tmp_path / "full", opts, progress=False, figures=False)
 
     class Stop(Exception):

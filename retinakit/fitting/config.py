@@ -21,7 +21,7 @@ AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "separable"}  
 AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "factorized"}  # what ``readout="auto"`` means per model
 
 # What an option meant in runs written before it existed (a run folder's config.json without the key).
-LEGACY_VALUES = {"readout": "dense", "first_layer": "full"}
+LEGACY_VALUES = {"readout": "dense", "first_layer": "full", "weight_ema": 0.0}
 
 # Adam learning rate when none is given: the LN has few parameters and takes larger steps.
 DEFAULT_LR = {"cnn": 2e-3, "ln": 3e-2}
@@ -72,6 +72,9 @@ class FitConfig:
         on plateau. The run records whether it stopped by convergence or by budget.
     val_fraction, val_blocks : fraction of the training bins held out for validation, as
         ``val_blocks`` contiguous blocks spread over the recording.
+    weight_ema : horizon, in epochs, of the exponential moving average of the CNN's weights that is
+        validated, kept and saved (Polyak averaging: the average of the last steps' weights is
+        less noisy than the last step's); 0: the last step's weights, as before.
     seed, deterministic : random seed; deterministic algorithms (slower on GPU).
     device : ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     mixed_precision : bf16 autocast on GPU (ignored on CPU).
@@ -111,6 +114,7 @@ class FitConfig:
     lr_factor: float = 0.5
     val_fraction: float = 0.1
     val_blocks: int = 5
+    weight_ema: float = 0.0
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -192,6 +196,7 @@ class FitConfig:
         self.lr_factor = _float("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True)
         self.val_fraction = _float("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         self.val_blocks = _int("val_blocks", self.val_blocks, 1, 1000)
+        self.weight_ema = _float("weight_ema", self.weight_ema, 0.0, 1000.0)
         self.seed = _int("seed", self.seed, 0, 2**31 - 1)
         self.deterministic = _bool("deterministic", self.deterministic)
         self.mixed_precision = _bool("mixed_precision", self.mixed_precision)

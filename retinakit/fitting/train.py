@@ -32,8 +32,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -336,11 +337,58 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
 
 
-def save_training_checkpoint(path: Any, model: Any, best: dict[str, torch.Tensor], opt: Any, sched: Any, state: TrainState, extra: dict[str, Any]) -> None:
-    """Write the whole training state (model, best weights, optimiser, scheduler, RNG, log)."""
+class WeightAverage:
+    """Exponential moving average of a model's parameters and batch-norm statistics (Polyak
+    averaging), over a horizon of ``horizon_steps`` optimiser steps.
+
+    The first steps are averaged with a shorter horizon (``(1 + t) / (10 + t)``), so the average
+    does not remember the initial weights. Buffers that are not statistics of the training
+    batches (an RCNN's resting state) are not averaged.
+    """
+
+    def __init__(self, model: Any, horizon_steps: float, avg: dict[str, torch.Tensor] | None = None) -> None:
+        self.decay = 1.0 - 1.0 / max(float(horizon_steps), 1.0)
+        names = {n for n, _ in model.named_parameters()}
+        sd = model.state_dict()
+        self.keys = [k for k, v in sd.items() if v.is_floating_point() and (k in names or k.endswith(("running_mean", "running_var")))]
+        self.avg = {k: sd[k].detach().clone() for k in self.keys}
+        if avg is not None:
+            for k in self.keys:
+                if k in avg:
+                    self.avg[k].copy_(avg[k])
+
+    def update(self, model: Any, step: int) -> None:
+        """Move the average towards the model's current weights (after optimiser step ``step``)."""
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        sd = model.state_dict()
+        with torch.no_grad():
+            for k in self.keys:
+                self.avg[k].lerp_(sd[k].detach().to(self.avg[k].dtype), 1.0 - d)
+
+    @contextmanager
+    def swapped_in(self, model: Any) -> Iterator[None]:
+        """The model holds the averaged weights inside the block, its own again after it."""
+        sd = model.state_dict()
+        live = {k: sd[k].detach().clone() for k in self.keys}
+        with torch.no_grad():
+            for k in self.keys:
+                sd[k].copy_(self.avg[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k in self.keys:
+                    sd[k].copy_(live[k])
+
+
+def save_training_checkpoint(path: Any, model: Any, best: dict[str, torch.Tensor], opt: Any, sched: Any, state: TrainState, extra: dict[str, Any],
+                             average: WeightAverage | None = None) -> None:
+    """Write the whole training state (model, best weights, weight average, optimiser, scheduler, RNG, log)."""
     tensors: dict[str, torch.Tensor] = {}
     tensors.update(_state_tensors(model, "model"))
     tensors.update({f"best/{k}": v for k, v in best.items()})
+    if average is not None:
+        tensors.update({f"ema/{k}": v for k, v in average.avg.items()})
     opt_json = pack(opt.state_dict(), "optim", tensors)
     tensors["rng/torch"] = torch.get_rng_state()
     info = {
@@ -354,7 +402,8 @@ def save_training_checkpoint(path: Any, model: Any, best: dict[str, torch.Tensor
 
 
 def load_training_checkpoint(path: Any, model: Any, opt: Any, sched: Any) -> tuple[TrainState, dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore what :func:`save_training_checkpoint` wrote into ``model``/``opt``/``sched``."""
+    """Restore what :func:`save_training_checkpoint` wrote into ``model``/``opt``/``sched``; the
+    info dict carries the weight average (``info["ema"]``, empty when there was none)."""
     from ..errors import CheckpointError
 
     tensors, info = load_checkpoint(path)
@@ -369,6 +418,7 @@ def load_training_checkpoint(path: Any, model: Any, opt: Any, sched: Any) -> tup
     if "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
     best = _strip(tensors, "best")
+    info["ema"] = _strip(tensors, "ema")
     state = TrainState(**info["state"])
     return state, best, info
 
@@ -397,8 +447,10 @@ def train(
     amp = bool(cfg.mixed_precision and device.type == "cuda")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    saved_average: dict[str, torch.Tensor] | None = None
     if resume:
-        state, best, _ = load_training_checkpoint(checkpoint_path, model, opt, sched)
+        state, best, info = load_training_checkpoint(checkpoint_path, model, opt, sched)
+        saved_average = info["ema"] or None
         _move_optimizer(opt, device)
         if state.stopped and not state.converged and not _out_of_budget(state, cfg):
             state.stopped = ""  # resumed with a larger budget
@@ -419,6 +471,7 @@ def train(
     burn = int(getattr(model, "burn_in", 0)) if recurrent else 0
     predictable = predictable_bins(data.segments, int(data.z.shape[0]), h)
     z, y = data.z, data.y
+    average = WeightAverage(model, cfg.weight_ema * n_batches, saved_average) if cfg.weight_ema > 0 else None
 
     carried: dict[int, torch.Tensor] = {}  # recurrent: the state at each chunk's first row, from the last pass over the movie
     need = np.concatenate([starts, vstarts]) - burn  # chunk starts: states for the training chunks; all of them for the resting state
@@ -501,22 +554,26 @@ def train(
             (loss + reg).backward()
             opt.step()
             state.steps += 1
+            if average is not None:
+                average.update(model, state.steps)
             total += float(loss.detach()) * float(w.sum())
             wtot += float(w.sum())
             bar.set_postfix(loss=f"{total / max(wtot, 1.0):.4f}")
         bar.close()
         train_loss = total / max(wtot, 1.0)
-        val_loss, val_corr = run_val()
-        bad = _nonfinite_weights(model)
-        if bad or not math.isfinite(val_loss):  # never save a checkpoint holding NaN/inf weights
-            what = f"the weights ({', '.join(bad[:3])}) became NaN or infinite" if bad else f"the validation loss became {val_loss}"
-            raise ModelError(f"{what} at epoch {epoch}{_kept(state.epoch)}", "the fit", "lower --lr or check the data for extreme values")
+        with average.swapped_in(model) if average is not None else nullcontext():  # the weights validated and kept
+            val_loss, val_corr = run_val()
+            bad = _nonfinite_weights(model)
+            if bad or not math.isfinite(val_loss):  # never save a checkpoint holding NaN/inf weights
+                what = f"the weights ({', '.join(bad[:3])}) became NaN or infinite" if bad else f"the validation loss became {val_loss}"
+                raise ModelError(f"{what} at epoch {epoch}{_kept(state.epoch)}", "the fit", "lower --lr or check the data for extreme values")
+            improved = val_loss < state.best_val_loss - 1e-7
+            if improved:
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         sched.step(val_loss)
-        improved = val_loss < state.best_val_loss - 1e-7
         if improved:
             state.best_val_loss, state.best_val_corr, state.best_epoch = val_loss, val_corr, epoch
             state.bad_epochs = 0
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state.bad_epochs += 1
         state.epoch = epoch
@@ -530,7 +587,7 @@ def train(
             state.stopped = f"converged: no lower validation loss for {cfg.patience} epochs (best epoch {state.best_epoch})"
         elif _out_of_budget(state, cfg):
             state.stopped = _budget_reason(state, cfg)
-        save_training_checkpoint(checkpoint_path, model, best, opt, sched, state, {"config": cfg.to_dict()})
+        save_training_checkpoint(checkpoint_path, model, best, opt, sched, state, {"config": cfg.to_dict()}, average)
         write_text(log_path, "".join(json.dumps(e) + "\n" for e in state.log))
         epoch_bar.update(1)
         epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", r=f"{val_corr:.3f}")
