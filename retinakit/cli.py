@@ -178,6 +178,7 @@ def _fit_options(f: Any) -> Any:
         click.option("--noise-std", type=float, default=None, help="Gaussian noise s.d. on hidden layers while training [default: 0.05]."),
         click.option("--first-layer", type=click.Choice(["auto", "full", "separable"]), default=None, help="CNN first convolution on 2-D frames: full (as published) or separable (each channel a spatial filter x a temporal filter: far fewer weights to learn) [default: auto = separable for bn-cnn and rcnn, full for the published cnn]."),
         click.option("--readout", type=click.Choice(["auto", "dense", "factorized"]), default=None, help="CNN last layer on 2-D frames: dense (as published) or factorized (a spatial mask x features per cell) [default: auto = factorized for bn-cnn and rcnn, dense for the published cnn]."),
+        click.option("--weight-ema", type=float, default=None, help="Keep an exponential moving average of the weights over this many epochs (validated and saved instead of the last step's weights); 0: off [default: 1 for bn-cnn and rcnn, 0 for the published cnn]."),
         click.option("--batch-size", type=int, default=None, help="Bins per batch [default: 500; 2000 for the published cnn]."),
         click.option("--chunk-len", type=int, default=None, help="Bins per contiguous movie chunk in a batch: a batch of 500 comes from 5 places in the movie [default: 100]."),
         click.option("--max-steps", type=int, default=None, help="Training budget in optimiser steps: a short recording gets many epochs, a long one few [default: 4000]."),
@@ -199,7 +200,7 @@ def _fit_options(f: Any) -> Any:
 
 
 def _collect_options(kw: dict[str, Any]) -> dict[str, Any]:
-    keys = ("history", "lr", "l2", "l1", "noise_std", "readout", "first_layer", "batch_size", "chunk_len", "max_steps", "max_epochs", "patience", "val_fraction", "seed",
+    keys = ("history", "lr", "l2", "l1", "noise_std", "readout", "first_layer", "weight_ema", "batch_size", "chunk_len", "max_steps", "max_epochs", "patience", "val_fraction", "seed",
             "deterministic", "device", "ln_method", "ln_rank", "ln_crop", "min_reliability")
     out = {k: kw[k] for k in keys if kw.get(k) is not None}
     if kw.get("cells"):

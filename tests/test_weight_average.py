@@ -51,8 +51,17 @@ def test_swap_gives_the_average_inside_and_the_live_weights_after() -> None:
 def test_fit_with_weight_average_keeps_the_averaged_weights(tmp_path) -> None:  # noqa: ANN001
     rec = make_recording(frame_shape=(8, 8), n_cells=2, train_bins=4000)
     opts = {**TINY, "batch_size": 200, "lr": 0.01, "max_epochs": 6, "patience": 10}
-    plain = run_fit(rec, tmp_path / "plain", opts, progress=False, figures=False)
+    plain = run_fit(rec, tmp_path / "plain", {**opts, "weight_ema": 0.0}, progress=False, figures=False)
     averaged = run_fit(rec, tmp_path / "ema", {**opts, "weight_ema": 1.0}, progress=False, figures=False)
     ra = [c["r"] for c in averaged["cells"]]
     assert ra != [c["r"] for c in plain["cells"]]  # it changes what is kept
     assert all(r > 0.3 for r in ra)  # and still fits the planted cells (true-rate r ~0.5)
+
+
+def test_default_averages_the_batch_norm_cnns_not_the_published_one() -> None:
+    from retinakit.fitting.config import FitConfig
+
+    assert FitConfig.from_dict({}).resolved_weight_ema() == 1.0
+    assert FitConfig.from_dict({"model": "rcnn"}).resolved_weight_ema() == 1.0
+    assert FitConfig.from_dict({"model": "cnn"}).resolved_weight_ema() == 0.0
+    assert FitConfig.from_saved({"model": "bn-cnn"}).resolved_weight_ema() == 0.0  # a run from before the option: as it was fit

@@ -19,6 +19,7 @@ READOUTS = ("auto", "dense", "factorized")
 FIRST_LAYERS = ("auto", "full", "separable")
 AUTO_FIRST_LAYER = {"bn-cnn": "separable", "cnn": "full", "rcnn": "separable"}  # what ``first_layer="auto"`` means per model
 AUTO_READOUT = {"bn-cnn": "factorized", "cnn": "dense", "rcnn": "factorized"}  # what ``readout="auto"`` means per model
+AUTO_WEIGHT_EMA = {"bn-cnn": 1.0, "rcnn": 1.0}  # what ``weight_ema=None`` means per model (0 for the others)
 
 # What an option meant in runs written before it existed (a run folder's config.json without the key).
 LEGACY_VALUES = {"readout": "dense", "first_layer": "full", "weight_ema": 0.0}
@@ -72,9 +73,11 @@ class FitConfig:
         on plateau. The run records whether it stopped by convergence or by budget.
     val_fraction, val_blocks : fraction of the training bins held out for validation, as
         ``val_blocks`` contiguous blocks spread over the recording.
-    weight_ema : horizon, in epochs, of the exponential moving average of the CNN's weights that is
-        validated, kept and saved (Polyak averaging: the average of the last steps' weights is
-        less noisy than the last step's); 0: the last step's weights, as before.
+    weight_ema : horizon, in epochs, of the exponential moving average of the network's weights
+        that is validated, kept and saved (Polyak averaging: the average of the last steps' weights
+        is less noisy than the last step's, so validation is smooth and the learning rate is not
+        cut by noise); 0: the last step's weights, as published; ``None``: 1 epoch for ``bn-cnn``
+        and ``rcnn``, 0 for the published ``cnn`` and the gradient-descent LN.
     seed, deterministic : random seed; deterministic algorithms (slower on GPU).
     device : ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     mixed_precision : bf16 autocast on GPU (ignored on CPU).
@@ -114,7 +117,7 @@ class FitConfig:
     lr_factor: float = 0.5
     val_fraction: float = 0.1
     val_blocks: int = 5
-    weight_ema: float = 0.0
+    weight_ema: float | None = None
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -159,6 +162,10 @@ class FitConfig:
         """``first_layer`` with ``auto`` resolved for this model (``full`` or ``separable``)."""
         return AUTO_FIRST_LAYER.get(self.model, "full") if self.first_layer == "auto" else self.first_layer
 
+    def resolved_weight_ema(self) -> float:
+        """``weight_ema`` with ``None`` resolved for this model (epochs; 0 = no averaging)."""
+        return AUTO_WEIGHT_EMA.get(self.model, 0.0) if self.weight_ema is None else float(self.weight_ema)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dictionary of every option (round-trips through :meth:`from_dict`)."""
         return asdict(self)
@@ -196,7 +203,7 @@ class FitConfig:
         self.lr_factor = _float("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True)
         self.val_fraction = _float("val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         self.val_blocks = _int("val_blocks", self.val_blocks, 1, 1000)
-        self.weight_ema = _float("weight_ema", self.weight_ema, 0.0, 1000.0)
+        self.weight_ema = None if self.weight_ema is None else _float("weight_ema", self.weight_ema, 0.0, 1000.0)
         self.seed = _int("seed", self.seed, 0, 2**31 - 1)
         self.deterministic = _bool("deterministic", self.deterministic)
         self.mixed_precision = _bool("mixed_precision", self.mixed_precision)

@@ -471,7 +471,8 @@ def train(
     burn = int(getattr(model, "burn_in", 0)) if recurrent else 0
     predictable = predictable_bins(data.segments, int(data.z.shape[0]), h)
     z, y = data.z, data.y
-    average = WeightAverage(model, cfg.weight_ema * n_batches, saved_average) if cfg.weight_ema > 0 else None
+    ema_epochs = cfg.resolved_weight_ema()
+    average = WeightAverage(model, ema_epochs * n_batches, saved_average) if ema_epochs > 0 else None
 
     carried: dict[int, torch.Tensor] = {}  # recurrent: the state at each chunk's first row, from the last pass over the movie
     need = np.concatenate([starts, vstarts]) - burn  # chunk starts: states for the training chunks; all of them for the resting state
