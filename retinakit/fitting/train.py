@@ -25,6 +25,11 @@ Validation: ``val_fraction`` of the predictable bins, as ``val_blocks`` contiguo
 evenly over the recording; training bins within ``history`` bins of a validation block are
 dropped (their windows overlap the validation windows). Windows never cross a gap in the frame
 times (a recording made of several blocks).
+
+Weight averaging (``weight_ema`` > 0, :class:`WeightAverage`): after every optimiser step an
+exponential moving average of the parameters and batch-norm statistics moves towards the
+current ones; validation, the learning-rate schedule, early stopping and the kept weights all
+use the average (swapped in for validation, swapped out to go on training).
 """
 
 from __future__ import annotations
