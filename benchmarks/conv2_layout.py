@@ -10,12 +10,12 @@ two give the same outputs (they differ only in memory layout, so up to float rou
 
 from __future__ import annotations
 
-import argparse
 import time
 from unittest import mock
 
 import torch
 
+from _step_setup import default_cnn_and_batch
 from retinakit.models import cnn as cnn_module
 
 
@@ -25,18 +25,7 @@ def plain_conv(conv: torch.nn.Module, a: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=50)
-    ap.add_argument("--cells", type=int, default=12)
-    ap.add_argument("--chunks", type=int, default=5)
-    ap.add_argument("--chunk-len", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    model = cnn_module.CNN(40, (a.size, a.size), a.cells, batchnorm=True, readout="factorized", first_layer="separable")
-    z = torch.randn(a.chunks, a.chunk_len + 40, a.size, a.size)
+    a, model, z = default_cnn_and_batch(__doc__.splitlines()[0], steps=4)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: both variants keep the same weights
 
     def step() -> torch.Tensor:

@@ -11,28 +11,16 @@ and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from _step_setup import default_cnn_and_batch
 from retinakit.fitting.train import WeightAverage
-from retinakit.models.cnn import CNN
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=50)
-    ap.add_argument("--cells", type=int, default=12)
-    ap.add_argument("--chunks", type=int, default=5)
-    ap.add_argument("--chunk-len", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    model = CNN(40, (a.size, a.size), a.cells, batchnorm=True, readout="factorized", first_layer="separable")
-    z = torch.randn(a.chunks, a.chunk_len + 40, a.size, a.size)
+    a, model, z = default_cnn_and_batch(__doc__.splitlines()[0], steps=6)
     y = torch.poisson(torch.full((a.chunks, a.chunk_len, a.cells), 0.2))
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     average = WeightAverage(model, horizon_steps=50.0)
