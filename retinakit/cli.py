@@ -421,12 +421,13 @@ def compare_ln_cmd(data: Path | None, cnn_run: Path | None, ln_run: Path | None,
 @click.option("--flicker", type=click.Choice(["gaussian", "binary"]), default="gaussian", show_default=True, help="Full-field flicker statistics.")
 @click.option("--cell-types", default=None, help="Cell mix, taken in turn: comma-separated types (default = the five standard ones; on-omitted-stimulus = an OSR cell). See data/SIMULATION.md.")
 @click.option("--with-osr", is_flag=True, help="Add omitted-stimulus-response cells to the default mix (same as --cell-types default,on-omitted-stimulus).")
+@click.option("--flash-trains", type=float, default=0.0, show_default=True, help="Natural scenes: fraction of fixations shown instead as the image flashed on grey at a 6-20 Hz rhythm (the stimulus that teaches a model rhythm-dependent responses such as the OSR).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Recording to write [default: simulated-<stimulus>.h5].")
 @click.option("--export-spikes", type=click.Path(path_type=Path), default=None, help="Also write spike times (s) and frame times to this .npz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate_cmd(stimulus: str, minutes: float, n_cells: int, size: str, repeats: int, test_seconds: float, seed: int, frame_rate: float,
-                 flicker: str, cell_types: str | None, with_osr: bool, out: Path | None, export_spikes: Path | None, as_json: bool, quiet: bool) -> None:
+                 flicker: str, cell_types: str | None, with_osr: bool, flash_trains: float, out: Path | None, export_spikes: Path | None, as_json: bool, quiet: bool) -> None:
     """Simulate a recording from a model retina with known ground truth (ON/OFF,
     transient/sustained, subunit and linear cells; contrast adaptation; refractory Poisson spikes) and
     write it in retinakit's HDF5 layout with the true rate. See data/SIMULATION.md.
@@ -441,7 +442,7 @@ def simulate_cmd(stimulus: str, minutes: float, n_cells: int, size: str, repeats
     from .simulate.record import SimulationSpec, format_simulation_summary, parse_size, simulate_to_file, summarize_simulation
 
     spec = SimulationSpec(stimulus=stimulus, minutes=minutes, n_cells=n_cells, size=parse_size(size), n_repeats=repeats,
-                          test_seconds=test_seconds, frame_rate=frame_rate, seed=seed, flicker=flicker,
+                          test_seconds=test_seconds, frame_rate=frame_rate, seed=seed, flicker=flicker, flash_trains=flash_trains,
                           cell_types=tuple(t for t in (cell_types or "").split(",") if t.strip()) + (("default",) if with_osr and not cell_types else ()) + (("on-omitted-stimulus",) if with_osr else ()))
     target = out or Path(f"simulated-{stimulus}.h5")
     sim = simulate_to_file(spec, target, spikes_path=export_spikes, progress=_progress(quiet))

@@ -10,10 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_probes_models import DT, LinearRF, SpatialStatic, Subunits, gain_control_fitted, linear_fitted, meta_for, osr_fitted, static_fitted
+import torch
+from torch import nn
+from test_probes_models import DT, LinearRF, Windowed, biphasic, ln_fitted, SpatialStatic, Subunits, gain_control_fitted, linear_fitted, meta_for, osr_fitted, static_fitted
 
+from retinakit.errors import ConfigError
 from retinakit.models.fitted import FittedModel
 from retinakit.probes import run_probe
+from retinakit.probes.contrast_adaptation import image_pattern
 from retinakit.probes.lnnull import align_gain, fit_static_ln
 from retinakit.probes.osr import flash_trace, sweep
 
@@ -50,6 +54,35 @@ def test_planted_osr_gives_slope_one_with_a_tight_interval(tmp_path: Path) -> No
     assert cell["fit"]["intercept"] == pytest.approx(3 * DT, abs=1e-6)
 
 
+class RampAfterFlashes(Windowed):
+    """Flash responses, and a rate that grows with the time since the last bright frame (capped
+    at the window): no burst anywhere, only a ramp once a train stops."""
+
+    def __init__(self, history: int) -> None:
+        super().__init__()
+        self.history = history
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H = x.shape[0], self.history
+        lum = x.reshape(B, H, -1).mean(-1)
+        pos = torch.arange(H).expand(B, H)
+        last = torch.where(lum > 0.3, pos, torch.full_like(pos, -1)).max(1).values
+        since = torch.where(last >= 0, H - last, torch.full_like(last, H)).float()
+        return (0.02 + 0.05 * (since == 2).float() + 0.004 * since)[:, None] + 0 * self.dummy
+
+
+def test_a_ramp_after_the_train_is_not_a_burst(tmp_path: Path) -> None:
+    """The rate after the omission keeps rising to the end of the search window: the omitted train
+    beats the continued one there, at latency period + window (slope 1), but nothing falls: no burst."""
+    f = FittedModel(RampAfterFlashes(40).eval(), meta_for(40, (), 1, "toy"))
+    res = run_probe(f, "osr", {"null": "none", "polarity": "bright"}, tmp_path, progress=False)
+    cells = [p["cells"][0] for p in res["periods"]]
+    assert all(c["excess_hz"] > 0.25 * c["single_flash_rise_hz"] for c in cells)  # what the old rule called a burst
+    assert not any(c["peak_falls"] or c["burst"] for c in cells)
+    assert not res["cells"][0]["osr"]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_static_ln_contrast_gain_ratio_is_one(tmp_path: Path, kind: str) -> None:
     res = run_probe(static_fitted(kind, history=30), "contrast-adaptation", {}, tmp_path, progress=False)
@@ -66,6 +99,44 @@ def test_gain_control_model_reduces_its_normalised_gain(tmp_path: Path) -> None:
     # drive / (c0 + rms): the rms of the window is ~sd, so the gain falls about as (c0 + 0.1) / (c0 + 0.35)
     assert c["gain_ratio"] == pytest.approx((0.05 + 0.1) / (0.05 + 0.35), abs=0.1)
     assert res["n_gain_reduced"] == 1
+
+
+class SpatialGainControl(Windowed):
+    """One spatial cell: Gaussian RF x biphasic filter, the drive divided by (c0 + RMS over the window
+    of the RF-weighted signal): contrast gain control seen through its own receptive field."""
+
+    def __init__(self, history: int, frame_shape: tuple[int, int], c0: float = 0.05) -> None:
+        super().__init__()
+        H, W = frame_shape
+        yy, xx = np.mgrid[0:H, 0:W]
+        g = np.exp(-0.5 * (((yy - (H - 1) / 2) ** 2 + (xx - (W - 1) / 2) ** 2) / 2.0**2))
+        self.register_buffer("spatial", torch.tensor(g / g.sum(), dtype=torch.float32))
+        self.register_buffer("temporal", torch.tensor(biphasic(history, 3), dtype=torch.float32))
+        self.history, self.hw, self.c0 = history, (H, W), c0
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.einsum("bthw,hw->bt", x.reshape(x.shape[0], self.history, *self.hw), self.spatial)
+        drive = (s @ self.temporal) / (self.c0 + s.pow(2).mean(1).sqrt())
+        return 0.05 * nn.functional.softplus(drive)[:, None] + 0 * self.dummy
+
+
+def test_contrast_adaptation_of_spatial_models_flickers_a_zero_mean_image(tmp_path: Path) -> None:
+    """Spatial models see the flicker modulate a natural-like image with the training mean luminance:
+    a static LN still gives ratio 1, gain control through the receptive field still a lower one."""
+    static = run_probe(ln_fitted(history=30, frame_shape=(16, 16), n_cells=2, gain=4.0), "contrast-adaptation", {}, tmp_path / "s", progress=False)
+    assert static["pattern"] == "image"
+    assert all(c["responsive"] and c["gain_ratio"] == pytest.approx(1.0, abs=0.1) for c in static["cells"])
+    assert not any("luminance" in w for w in static.get("warnings", []))  # frame means stay at the training mean
+    gc = FittedModel(SpatialGainControl(30, (16, 16)).eval(), meta_for(30, (16, 16), 1, "toy"))
+    res = run_probe(gc, "contrast-adaptation", {}, tmp_path / "g", progress=False)
+    seen = abs(float((gc.model.spatial.numpy() * image_pattern((16, 16), 0)).sum()))  # the pattern through the RF
+    assert res["cells"][0]["gain_ratio"] == pytest.approx((0.05 + seen * 0.1) / (0.05 + seen * 0.35), abs=0.1)
+    assert res["n_gain_reduced"] == 1
+    full = run_probe(gc, "contrast-adaptation", {"pattern": "fullfield"}, tmp_path / "f", progress=False)
+    assert full["pattern"] == "fullfield" and full["cells"][0]["gain_ratio"] == pytest.approx((0.05 + 0.1) / (0.05 + 0.35), abs=0.1)
+    with pytest.raises(ConfigError, match="pattern"):
+        run_probe(static_fitted("softplus"), "contrast-adaptation", {"pattern": "image"}, tmp_path / "x", progress=False)
 
 
 def test_align_gain_recovers_a_known_horizontal_scale() -> None:

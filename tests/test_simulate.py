@@ -104,6 +104,34 @@ def test_natural_scenes_hold_images_with_small_jitter():
         assert ok, f"frame {t} is not a shifted copy of the fixation's first frame"
 
 
+def test_natural_scenes_without_flash_trains_are_unchanged_and_with_them_flash_at_a_6_to_20_hz_rhythm():
+    plain = S.natural_scenes(1000, (16, 16), np.random.default_rng(5))
+    np.testing.assert_array_equal(plain, S.natural_scenes(1000, (16, 16), np.random.default_rng(5), flash_trains=0.0))
+    m = S.natural_scenes(40 * 100, (16, 16), np.random.default_rng(5), frame_rate=100.0, flash_trains=0.5)
+    grey = np.all(m == 128, axis=(1, 2))
+    trains = 0
+    for i in range(40):
+        fix = m[i * 100 : (i + 1) * 100]
+        g = grey[i * 100 : (i + 1) * 100]
+        if not g.any():  # a jittered fixation
+            continue
+        trains += 1
+        on = np.flatnonzero(~g)
+        onsets = on[np.r_[True, np.diff(on) > 1]]
+        periods = np.diff(onsets)
+        assert onsets[0] == 0 and len(onsets) >= 3
+        assert np.all(periods == periods[0]) and 5 <= periods[0] <= 16  # 6.25-20 Hz at 100 Hz
+        assert np.all(fix[on] == fix[0])  # one image, flashed unmoved
+        assert onsets[-1] + periods[0] <= 70  # the train stops (omits its next flash) with >= 0.3 s left in the fixation
+        assert all(2 <= np.count_nonzero(~g[o : o + periods[0]]) <= 3 for o in onsets)  # 20-30 ms flashes
+    assert 10 <= trains <= 30  # about half of 40 fixations
+    with pytest.raises(ConfigError, match="flash-trains"):
+        SimulationSpec(flash_trains=1.5).validate()
+    with pytest.raises(ConfigError, match="flash-trains"):
+        SimulationSpec(stimulus="whitenoise", flash_trains=0.3).validate()
+    assert "flash_trains" not in SimulationSpec().to_json() and SimulationSpec(flash_trains=0.3).to_json()["flash_trains"] == 0.3
+
+
 def test_reversing_grating_reverses_contrast():
     g = S.reversing_grating(100, (8, 16), period_px=8, reversal_hz=2.0, frame_rate=100.0)
     assert g.shape == (100, 8, 16) and g.dtype == np.float32

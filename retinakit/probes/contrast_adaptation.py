@@ -2,9 +2,14 @@
 
 Protocol (Smirnakis et al. 1997; Baccus & Meister 2002)
 -------------------------------------------------------
-Full-field Gaussian flicker (contrast units, clipped to +-1) whose standard deviation
-alternates between ``low`` and ``high`` every ``block`` seconds, ``cycles`` times, after a
-lead-in of ``history`` frames plus one block of low contrast. Noise from ``seed``; every second
+Gaussian flicker (contrast units, clipped to +-1) whose standard deviation alternates between
+``low`` and ``high`` every ``block`` seconds, ``cycles`` times, after a lead-in of ``history``
+frames plus one block of low contrast. The flicker modulates a spatial ``pattern``: the whole
+field (``fullfield``), or a fixed natural-like image (``image``: a dead-leaves image with its
+spatial mean removed, scaled to a largest value of 1), so that every frame keeps the mean
+luminance of the training data and local contrasts look like natural scenes; ``auto`` uses the
+image for models of spatial stimuli (a full field swinging the mean luminance by +-1 is far
+outside what a model of natural scenes or white noise saw) and the full field otherwise. Noise from ``seed``; every second
 cycle repeats the previous one with the sign flipped (antithetic pairs), so the cycle average
 cancels the linear part of the stimulus-driven fluctuations and the adaptation time course
 stands out.
@@ -50,13 +55,14 @@ from .base import AUTO, Param, model_rates, seconds_to_frames, stimulus_levels
 from .stimuli import contrast_switch_noise, to_raw
 
 NAME = "contrast-adaptation"
-DESCRIPTION = "full-field Gaussian flicker switching between low and high contrast: linear gain and filter kinetics at each contrast, time course after the switch"
+DESCRIPTION = "Gaussian flicker of the whole field, or for spatial models of a zero-mean natural-like image, switching between low and high contrast: linear gain and filter kinetics at each contrast, time course after the switch"
 PARAMS = (
     Param("low", 0.1, "float", "", "s.d. of the low-contrast flicker (contrast units; 1 = the largest excursion inside the training range)", low=0.0, high=1.0, nonzero=True),
     Param("high", 0.35, "float", "", "s.d. of the high-contrast flicker", low=0.0, high=1.0, nonzero=True),
     Param("block", AUTO, "float", "s", "duration of each contrast block; auto = max(1 s, 3 x history)", low=0.0, high=600.0),
     Param("cycles", 20, "int", "", "high/low cycles, in sign-flipped pairs (averaged for the time course, pooled for the filters)", low=1, high=10000),
     Param("seed", 0, "int", "", "noise seed", low=0, high=2**31 - 1),
+    Param("pattern", "auto", "choice", "", "what the flicker modulates: fullfield, or image (a zero-mean natural-like image, so frames keep the mean luminance of training); auto = image for spatial models, fullfield otherwise", choices=("auto", "fullfield", "image")),
     Param("min_sd", 0.5, "float", "Hz", "cells whose rate s.d. at high contrast is below this are unresponsive (no gain ratio)", low=0.0, high=1e6),
 )
 
@@ -68,6 +74,27 @@ def linear_filter(stim: np.ndarray, rate: np.ndarray, bins: np.ndarray, history:
     A = np.concatenate([X, np.ones((X.shape[0], 1))], 1)
     coef, *_ = np.linalg.lstsq(A, rate[bins], rcond=None)
     return coef[:-1], float(coef[-1])
+
+
+def choose_pattern(requested: str, frame_shape: tuple[int, ...]) -> str:
+    """The pattern the flicker modulates: ``image`` for spatial models under ``auto``, never for full-field ones."""
+    if requested == AUTO:
+        return "image" if len(frame_shape) == 2 else "fullfield"
+    if requested == "image" and len(frame_shape) != 2:
+        raise ConfigError("a full-field model has no space for an image pattern", f"--param pattern of probe '{NAME}'", "use pattern=fullfield")
+    return requested
+
+
+def image_pattern(frame_shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A dead-leaves image ``(H, W)`` (the simulator's natural-scene images) with its spatial mean
+    removed and scaled so that its largest absolute value is 1 (deterministic for ``seed``)."""
+    from ..simulate.stimuli import dead_leaves
+    from ..simulate.stimuli import to_contrast as image_contrast
+
+    img = image_contrast(dead_leaves((int(frame_shape[0]), int(frame_shape[1])), np.random.default_rng([int(seed), 1]))).astype(np.float64)
+    img -= img.mean()
+    top = float(np.abs(img).max())
+    return img / top if top > 0 else img
 
 
 GAIN_TOLERANCE = 0.1  # a static LN model gives 1 +- this (estimation error): only a lower ratio counts as adaptation
@@ -106,7 +133,9 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     lead = H + block
     x, sd, switches = contrast_switch_noise(rng, block, n_cyc, lead, low, high)
     x = np.r_[x, np.clip(rng.standard_normal(1) * low, -1, 1)]  # one more frame so the last low block's final bin exists
-    (rate,) = model_rates(fitted, [to_raw(x, levels, fitted.frame_shape)], desc="contrast-adaptation", progress=progress)
+    pattern = choose_pattern(params["pattern"], fitted.frame_shape)
+    movie = x if pattern == "fullfield" else x[:, None, None] * image_pattern(fitted.frame_shape, int(params["seed"]))[None]
+    (rate,) = model_rates(fitted, [to_raw(movie, levels, fitted.frame_shape)], desc="contrast-adaptation", progress=progress)
 
     hi_bins = np.concatenate([np.arange(s + H, s + block + 1) for s in switches])
     lo_bins = np.concatenate([np.arange(s + block + H, min(s + 2 * block + 1, len(x))) for s in switches] + [np.arange(H, lead + 1)])
@@ -140,7 +169,7 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
         })
     ratios = [c["gain_ratio"] for c in cells if c["gain_ratio"] is not None]
     result: dict[str, Any] = {
-        "levels": levels.as_dict(), "block_frames": block, "cycles": n_cyc, "steady_bins": {"low": int(lo_bins.size), "high": int(hi_bins.size)},
+        "levels": levels.as_dict(), "pattern": pattern, "block_frames": block, "cycles": n_cyc, "steady_bins": {"low": int(lo_bins.size), "high": int(hi_bins.size)},
         "filter_lags_s": lags_s.tolist(), "cells": cells,
         "median_gain_ratio": float(np.median(ratios)) if ratios else None,
         "n_gain_reduced": sum(1 for r in ratios if r < 1.0 - GAIN_TOLERANCE),
@@ -191,7 +220,8 @@ def format_summary(result: dict[str, Any]) -> str:
     """One screen: gain ratio, filter peak lags and adaptation time constants per cell."""
     p = result["params"]
     mg = result["median_gain_ratio"]
-    lines = [f"Contrast adaptation: full-field flicker, s.d. {p['low']:g} <-> {p['high']:g}, {result['block_frames']}-frame blocks x {result['cycles']} cycles; "
+    what = "flicker of a zero-mean image" if result.get("pattern") == "image" else "full-field flicker"
+    lines = [f"Contrast adaptation: {what}, s.d. {p['low']:g} <-> {p['high']:g}, {result['block_frames']}-frame blocks x {result['cycles']} cycles; "
              f"gain reduced at high contrast (ratio < {1 - result['gain_tolerance']:g}) in {result['n_gain_reduced']}/{len(result['cells'])} cells (median ratio {'-' if mg is None else f'{mg:.2f}'})", "",
              f"{'cell':>6} {'gain hi/lo':>10} {'peak lag lo':>12} {'peak lag hi':>12} {'tau hi':>8} {'r2':>5} {'tau lo':>8} {'r2':>5} {'rate lo':>8} {'rate hi':>8}"]
     f = lambda v: "-" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731

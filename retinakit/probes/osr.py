@@ -31,7 +31,10 @@ Measures (per period, per cell, and for the population = the mean over the cells
 - the null's ``excess`` for the same stimuli;
 - **burst** when the cell is driven, ``excess > criterion x S`` and ``excess - null excess >
   criterion x S``: the omission response beats the continued train by a margin of the
-  single-flash response, and a static LN model of the cell does not do the same;
+  single-flash response, and a static LN model of the cell does not do the same; and the
+  omission peak is a peak (the rate falls in the bin after it): a rate still rising at the end
+  of the window is a slow ramp after the train, not a burst, and its "latency" would be the
+  window's end (period + window: slope 1 for any ramp);
 - latency from the last flash: peak position (parabola through the peak bin and its
   neighbours) minus the last onset, in s; and from the expected flash.
 
@@ -152,14 +155,15 @@ def _omission(r_o: np.ndarray, r_c: np.ndarray, n_o: np.ndarray | None, n_c: np.
     if n_o is not None and n_c is not None:
         null_excess = peak_in(n_o, b0, b0 + window)[0] - peak_in(n_c, b0, b0 + window)[0]
     margin = criterion * s_rise
-    burst = bool(driven and np.isfinite(excess) and excess > margin and (null_excess is None or excess - null_excess > margin))
+    falls = bool(pbin >= 0 and pbin + 1 < r_o.shape[0] and r_o[pbin + 1] < peak)  # a peak, not a ramp cut off by the window
+    burst = bool(driven and falls and np.isfinite(excess) and excess > margin and (null_excess is None or excess - null_excess > margin))
     refs = onsets[-max(1, min(ref, len(onsets))) :]
     flash_peak = max(peak_in(r_o, int(math.floor(o)) + 1, int(math.floor(o + P)) + 1)[0] for o in refs)
     pos = parabolic_peak(r_o, pbin) if pbin >= 0 else float("nan")
     return {
         "baseline_hz": base, "flash_peak_hz": flash_peak, "single_flash_rise_hz": s_rise, "driven": bool(driven),
         "omission_peak_hz": peak, "continued_peak_hz": cont, "excess_hz": excess, "null_excess_hz": null_excess,
-        "burst": burst, "ratio": (peak - base) / s_rise if s_rise > 0 else None, "peak_bin": pbin,
+        "peak_falls": falls, "burst": burst, "ratio": (peak - base) / s_rise if s_rise > 0 else None, "peak_bin": pbin,
         "latency_from_last_s": (pos - last) * dt, "latency_from_expected_s": (pos - expected) * dt,
     }
 
@@ -283,7 +287,7 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     result: dict[str, Any] = {
         "levels": levels.as_dict(), "timing": timing, "flash_frames": flash, "window_frames": window, "ref_flashes": n_ref,
         "criterion_text": f"burst if driven (single-flash rise >= {min_drive:g} x flicker response s.d.), omission peak - continued-train peak (same bins) > "
-                          f"{crit:g} x single-flash rise, and that excess beats the static-LN null's by the same margin; OSR present at >= {need}/{len(per_period)} periods",
+                          f"{crit:g} x single-flash rise, that excess beats the static-LN null's by the same margin, and the rate falls after the peak; OSR present at >= {need}/{len(per_period)} periods",
         "periods": per_period, "cells": cell_summ,
         "population": {"bursts": len(pop_pts), "n_periods": len(per_period), "fit": slope_fit(pop_pts, conf),
                        "n_osr": sum(c["osr"] for c in cell_summ), "n_cells": len(cell_summ), "n_driven": sum(c["driven"] for c in cell_summ)},

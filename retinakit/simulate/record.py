@@ -46,6 +46,7 @@ class SimulationSpec:
     lead_in_s: float = 1.0  # stimulus shown before each block / repeat, not recorded
     gap_s: float = 2.0  # time between segments on the session clock
     cell_types: tuple[str, ...] = ()  # cell mix, taken in turn (see resolve_cell_types); () = the five standard types
+    flash_trains: float = 0.0  # natural scenes only: fraction of fixations shown as 6-20 Hz flash trains of the image
 
     def validate(self) -> "SimulationSpec":
         """Check every field; raise :class:`~retinakit.errors.ConfigError` naming the bad one."""
@@ -69,6 +70,10 @@ class SimulationSpec:
             raise ConfigError("block length must be positive, lead-in and gap not negative", "simulation spec")
         if self.cell_types:
             resolve_cell_types(self.cell_types)
+        if not (0.0 <= self.flash_trains <= 1.0):
+            raise ConfigError(f"the fraction of flash-train fixations must be within 0..1, got {self.flash_trains}", "--flash-trains", "e.g. --flash-trains 0.3")
+        if self.flash_trains > 0 and self.stimulus != "naturalscene":
+            raise ConfigError(f"flash trains are fixations of natural scenes, not of '{self.stimulus}'", "--flash-trains", "use --stimulus naturalscene or leave --flash-trains out")
         return self
 
     @property
@@ -89,6 +94,8 @@ class SimulationSpec:
             d["cell_types"] = [str(v) for v in self.cell_types]
         else:
             del d["cell_types"]  # the default mix is not written, so default files stay as they were
+        if not self.flash_trains:
+            del d["flash_trains"]  # likewise
         return d
 
 
@@ -143,7 +150,9 @@ def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: 
     n_lead = int(round(spec.lead_in_s * spec.frame_rate))
     block = max(1, int(round(spec.block_minutes * 60.0 * spec.frame_rate)))
     sizes = [min(block, n_train - s) for s in range(0, n_train, block)]
-    stim_opts = {"frame_rate": spec.frame_rate, "flicker": spec.flicker}
+    stim_opts: dict[str, Any] = {"frame_rate": spec.frame_rate, "flicker": spec.flicker}
+    if spec.flash_trains > 0:
+        stim_opts["flash_trains"] = float(spec.flash_trains)
     total = 2 * (sum(sizes) + n_lead * len(sizes)) + 2 * (n_test + n_lead)
     bar = tqdm(total=total, desc=f"simulate {spec.stimulus}", unit="frame", unit_scale=True, disable=not progress, leave=False)
     try:
@@ -312,6 +321,7 @@ def summarize_simulation(sim: Simulation) -> dict[str, Any]:
         "test_s": 0.0 if rec.test is None else rec.test.n_bins * dt,
         "n_repeats": 0 if rec.test is None else rec.test.n_repeats,
         "seed": sim.spec.seed,
+        "flash_trains": sim.spec.flash_trains,
         "simulator_version": SIMULATOR_VERSION,
         "cells": cells,
     }
@@ -321,7 +331,8 @@ def format_simulation_summary(s: dict[str, Any]) -> str:
     """The summary as a short text table."""
     shape = "full-field" if not s["frame_shape"] else "x".join(str(v) for v in s["frame_shape"]) + " px"
     lines = [
-        f"simulated   {s['stimulus_kind']}, {shape}, {s['frame_rate_hz']:.4g} Hz, seed {s['seed']}",
+        f"simulated   {s['stimulus_kind']}, {shape}, {s['frame_rate_hz']:.4g} Hz, seed {s['seed']}"
+        + (f"; {100 * s['flash_trains']:.0f} % of fixations are 6-20 Hz flash trains" if s.get("flash_trains") else ""),
         f"train       {s['train_s']:.1f} s in {s['train_blocks']} block(s); test {s['test_s']:.1f} s x {s['n_repeats']} repeats",
         "",
         f"{'cell':>5}  {'type':<17} {'centre (row, col)':>17} {'rate Hz':>8} {'split-half r':>13} {'ceiling':>8}",

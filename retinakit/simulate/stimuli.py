@@ -8,6 +8,8 @@ with time on axis 0 in the compact dtypes retinakit stores:
 * :func:`natural_scenes`: ``uint8`` intensities; dead-leaves images (occluding discs with a
   power-law size distribution, which gives the ~1/f amplitude spectrum of natural images), each
   held for about a second and moved by small fixational jitter (a random walk of whole pixels);
+  optionally some fixations are instead a train of brief flashes of the image at a 6-20 Hz rhythm
+  on mid-grey (``flash_trains``), as in flashed-natural-image experiments;
 * :func:`reversing_grating`: a contrast-reversing square-wave grating in contrast units (float32),
   for frequency-doubling tests and probes.
 
@@ -111,6 +113,34 @@ def _fold(x: np.ndarray, limit: float) -> np.ndarray:
     return limit - np.abs(np.mod(x + limit, p) - 2.0 * limit)
 
 
+#: Flash rates (Hz) of the flashed-image trains, the range of the OSR probe.
+FLASH_TRAIN_RATES_HZ = (6.0, 20.0)
+#: Longest part of a fixation the flashes of a train may take; the rest is mid-grey (the train's end).
+FLASH_TRAIN_SPAN = 0.7
+
+
+def flash_train(image: np.ndarray, n_frames: int, rng: np.random.Generator, frame_rate: float) -> np.ndarray:
+    """``n_frames`` frames (uint8) of ``image`` flashed on mid-grey at a random rhythm, then mid-grey.
+
+    The period is drawn uniformly over the whole-frame periods with a rate of
+    :data:`FLASH_TRAIN_RATES_HZ` (5..16 frames at 100 Hz), each flash lasts 20-30 ms (at least one
+    frame, shorter than the period), and 3 or more flashes fill up to :data:`FLASH_TRAIN_SPAN` of the
+    segment: the train stops (the next flash is omitted) with time left to see what follows.
+    """
+    n = int(n_frames)
+    dt = 1.0 / float(frame_rate)
+    lo = max(2, math.ceil(1.0 / (FLASH_TRAIN_RATES_HZ[1] * dt) - 1e-9))
+    hi = max(lo, math.floor(1.0 / (FLASH_TRAIN_RATES_HZ[0] * dt) + 1e-9))
+    period = int(rng.integers(lo, hi + 1))
+    flash = int(min(period - 1, max(1, round(float(rng.uniform(0.02, 0.03)) / dt))))
+    most = max(1, int(FLASH_TRAIN_SPAN * n) // period)
+    count = int(rng.integers(min(3, most), most + 1))
+    out = np.full((n,) + image.shape, int(round(MID_GREY)), dtype=np.uint8)
+    for k in range(count):
+        out[k * period : min(n, k * period + flash)] = image
+    return out
+
+
 def natural_scenes(
     n_frames: int,
     shape: tuple[int, int],
@@ -119,13 +149,17 @@ def natural_scenes(
     hold_s: float = 1.0,
     jitter_px_per_sqrt_s: float = 3.0,
     jitter_max_px: int = 4,
+    flash_trains: float = 0.0,
 ) -> np.ndarray:
     """Natural-scene movie, ``(n_frames, H, W)`` uint8.
 
     A new dead-leaves image every ``hold_s`` seconds; during each fixation the image moves by a
     Gaussian random walk (``jitter_px_per_sqrt_s`` pixels of r.m.s. displacement after one
     second), reflected within +/-``jitter_max_px`` and rounded to whole pixels, like the fixational
-    jitter of the published experiments.
+    jitter of the published experiments. With ``flash_trains`` > 0 that fraction of the fixations
+    (at random) is instead the image flashed on mid-grey at a 6-20 Hz rhythm (:func:`flash_train`),
+    the only natural-scene segments that exercise rhythm-dependent responses such as the omitted
+    stimulus response. ``flash_trains=0`` draws nothing extra (the movie is as before).
     """
     H, W = int(shape[0]), int(shape[1])
     n_frames = int(n_frames)
@@ -137,6 +171,9 @@ def natural_scenes(
     for i in range(n_images):
         img = dead_leaves((H + 2 * M, W + 2 * M), rng)
         n = min(hold, n_frames - i * hold)
+        if flash_trains > 0 and rng.random() < flash_trains:
+            out[i * hold : i * hold + n] = flash_train(img[M : M + H, M : M + W], n, rng, frame_rate)
+            continue
         walk = np.cumsum(rng.standard_normal((n, 2)) * step_sd, axis=0)
         walk -= walk[0]  # each fixation starts centred
         pos = np.rint(_fold(walk, M)).astype(np.int64) + M
