@@ -77,7 +77,7 @@ def test_ctrl_c_names_the_run_and_how_to_resume_and_a_rerun_finds_it(rec_path: P
 
     run = Path("runs") / "bn-cnn-tiny-1"
     log = tmp_path / run / "log.jsonl"
-    args = ["fit", str(rec_path), *FAST, "--max-epochs", "100000", "--patience", "100000"]
+    args = ["fit", str(rec_path), *FAST, "--max-epochs", "100000", "--max-steps", "100000000", "--patience", "100000"]  # never ends by itself
     proc = subprocess.Popen([*_retinakit(), *args], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while proc.poll() is None and not (log.is_file() and log.read_text().count("\n") >= 2):

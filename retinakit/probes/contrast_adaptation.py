@@ -6,8 +6,11 @@ Gaussian flicker (contrast units, clipped to +-1) whose standard deviation alter
 ``low`` and ``high`` every ``block`` seconds, ``cycles`` times, after a lead-in of ``history``
 frames plus one block of low contrast. The flicker modulates a spatial ``pattern``: the whole
 field (``fullfield``), or a fixed natural-like image (``image``: a dead-leaves image with its
-spatial mean removed, scaled to a largest value of 1), so that every frame keeps the mean
-luminance of the training data and local contrasts look like natural scenes; ``auto`` uses the
+spatial mean removed, scaled to a largest value of 1; :data:`N_IMAGES` of them, since a
+receptive field on an edge or on mid-grey sees little of one image; the gain ratio is the median
+over the images that drive the cell, the filters and time course those of the image that drives
+it most), so that every frame keeps the mean luminance of the training data and local contrasts
+look like natural scenes; ``auto`` uses the
 image for models of spatial stimuli (a full field swinging the mean luminance by +-1 is far
 outside what a model of natural scenes or white noise saw) and the full field otherwise. Noise from ``seed``; every second
 cycle repeats the previous one with the sign flipped (antithetic pairs), so the cycle average
@@ -85,19 +88,35 @@ def choose_pattern(requested: str, frame_shape: tuple[int, ...]) -> str:
     return requested
 
 
-def image_pattern(frame_shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """A dead-leaves image ``(H, W)`` (the simulator's natural-scene images) with its spatial mean
-    removed and scaled so that its largest absolute value is 1 (deterministic for ``seed``)."""
+#: images the ``image`` pattern tries; each cell is measured on the one that drives it most
+N_IMAGES = 3
+
+
+def image_pattern(frame_shape: tuple[int, ...], seed: int, index: int = 0) -> np.ndarray:
+    """Dead-leaves image ``index`` ``(H, W)`` (the simulator's natural-scene images) with its spatial
+    mean removed and scaled so that its largest absolute value is 1 (deterministic for ``seed``)."""
     from ..simulate.stimuli import dead_leaves
     from ..simulate.stimuli import to_contrast as image_contrast
 
-    img = image_contrast(dead_leaves((int(frame_shape[0]), int(frame_shape[1])), np.random.default_rng([int(seed), 1]))).astype(np.float64)
+    img = image_contrast(dead_leaves((int(frame_shape[0]), int(frame_shape[1])), np.random.default_rng([int(seed), 1, int(index)]))).astype(np.float64)
     img -= img.mean()
     top = float(np.abs(img).max())
     return img / top if top > 0 else img
 
 
 GAIN_TOLERANCE = 0.1  # a static LN model gives 1 +- this (estimation error): only a lower ratio counts as adaptation
+
+
+def _cell_gain(x: np.ndarray, rate: np.ndarray, lo_bins: np.ndarray, hi_bins: np.ndarray, H: int, min_sd: float) -> tuple[np.ndarray, np.ndarray, float, float, float, bool, dict[str, Any]]:
+    """One cell's filters at each contrast, their norms, rate s.d. at high contrast, whether it
+    responds, and the normalised gain (:func:`_normalised_gain`, ``alpha`` None when it does not)."""
+    f_lo, _ = linear_filter(x, rate, lo_bins, H)
+    f_hi, _ = linear_filter(x, rate, hi_bins, H)
+    g_lo, g_hi = float(np.linalg.norm(f_lo)), float(np.linalg.norm(f_hi))
+    sd_hi = float(rate[hi_bins].std())
+    responsive = sd_hi >= min_sd and g_lo > 0 and g_hi > 0
+    norm = _normalised_gain(x, rate, lo_bins, hi_bins, f_lo, f_hi, H) if responsive else {"alpha": None, "misfit": None, "n_bins": 0, "nl_low": None, "nl_high": None}
+    return f_lo, f_hi, g_lo, g_hi, sd_hi, responsive, norm
 
 
 def _normalised_gain(x: np.ndarray, rate: np.ndarray, lo_bins: np.ndarray, hi_bins: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray, H: int) -> dict[str, Any]:
@@ -134,10 +153,16 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     x, sd, switches = contrast_switch_noise(rng, block, n_cyc, lead, low, high)
     x = np.r_[x, np.clip(rng.standard_normal(1) * low, -1, 1)]  # one more frame so the last low block's final bin exists
     pattern = choose_pattern(params["pattern"], fitted.frame_shape)
-    movie = x if pattern == "fullfield" else x[:, None, None] * image_pattern(fitted.frame_shape, int(params["seed"]))[None]
-    (rate,) = model_rates(fitted, [to_raw(movie, levels, fitted.frame_shape)], desc="contrast-adaptation", progress=progress)
+    if pattern == "fullfield":
+        movies = [x]
+    else:
+        movies = [x[:, None, None] * image_pattern(fitted.frame_shape, int(params["seed"]), k)[None] for k in range(N_IMAGES)]
+    rates = model_rates(fitted, [to_raw(m, levels, fitted.frame_shape) for m in movies], desc="contrast-adaptation", progress=progress)
 
     hi_bins = np.concatenate([np.arange(s + H, s + block + 1) for s in switches])
+    # per cell, the image that drives it most (largest rate s.d. at high contrast)
+    image_of = np.argmax(np.stack([r[hi_bins].std(0) for r in rates]), axis=0)
+    rate = np.stack([rates[int(image_of[k])][:, k] for k in range(rates[0].shape[1])], 1)
     lo_bins = np.concatenate([np.arange(s + block + H, min(s + 2 * block + 1, len(x))) for s in switches] + [np.arange(H, lead + 1)])
     # time course: bins from one block before each switch to high, to the end of the low block after it
     aligned = np.stack([rate[s - block + 1 : s + 2 * block + 1] for s in switches if s - block + 1 >= H and s + 2 * block + 1 <= rate.shape[0]]).mean(0)
@@ -146,21 +171,20 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     after_lo = t_al >= block + 1
     lags_s = lag_of_position(np.arange(H), H) * dt
     cells = []
+    min_sd = float(params["min_sd"])
     for k, cid in enumerate(fitted.cell_ids):
-        f_lo, c_lo = linear_filter(x, rate[:, k], lo_bins, H)
-        f_hi, c_hi = linear_filter(x, rate[:, k], hi_bins, H)
-        g_lo, g_hi = float(np.linalg.norm(f_lo)), float(np.linalg.norm(f_hi))
-        sd_hi = float(rate[hi_bins, k].std())
-        responsive = sd_hi >= float(params["min_sd"]) and g_lo > 0 and g_hi > 0
-        norm = _normalised_gain(x, rate[:, k], lo_bins, hi_bins, f_lo, f_hi, H) if responsive else {"alpha": None, "misfit": None, "n_bins": 0, "nl_low": None, "nl_high": None}
+        f_lo, f_hi, g_lo, g_hi, sd_hi, responsive, norm = _cell_gain(x, rate[:, k], lo_bins, hi_bins, H, min_sd)
+        per_image = [_cell_gain(x, r[:, k], lo_bins, hi_bins, H, min_sd)[6]["alpha"] for r in rates] if len(rates) > 1 else [norm["alpha"]]
+        measured = [a for a in per_image if a is not None]
         fit_hi = fit_exponential((t_al[after_hi] - 1) * dt, aligned[after_hi, k], (dt, block * dt))
         fit_lo = fit_exponential((t_al[after_lo] - block - 1) * dt, aligned[after_lo, k], (dt, block * dt))
         cells.append({
-            "id": cid,
+            "id": cid, "image": int(image_of[k]) if pattern == "image" else None,
             "mean_rate_low_hz": float(rate[lo_bins, k].mean()), "mean_rate_high_hz": float(rate[hi_bins, k].mean()),
             "rate_sd_high_hz": sd_hi, "responsive": responsive,
             "gain_low": g_lo, "gain_high": g_hi, "filter_norm_ratio": g_hi / g_lo if g_lo > 0 and responsive else None,
-            "gain_ratio": norm["alpha"], "nl_misfit": norm["misfit"], "nl_bins_compared": norm["n_bins"],
+            "gain_ratio": float(np.median(measured)) if measured else None, "gain_ratio_per_image": per_image if pattern == "image" else None,
+            "gain_ratio_driving_image": norm["alpha"], "nl_misfit": norm["misfit"], "nl_bins_compared": norm["n_bins"],
             "nonlinearity_low": norm["nl_low"], "nonlinearity_high": norm["nl_high"],
             "peak_lag_low_s": float(lags_s[int(np.argmax(np.abs(f_lo)))]), "peak_lag_high_s": float(lags_s[int(np.argmax(np.abs(f_hi)))]),
             "filter_low": f_lo.tolist(), "filter_high": f_hi.tolist(),
