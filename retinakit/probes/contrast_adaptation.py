@@ -5,14 +5,15 @@ Protocol (Smirnakis et al. 1997; Baccus & Meister 2002)
 Gaussian flicker (contrast units, clipped to +-1) whose standard deviation alternates between
 ``low`` and ``high`` every ``block`` seconds, ``cycles`` times, after a lead-in of ``history``
 frames plus one block of low contrast. The flicker modulates a spatial ``pattern``: the whole
-field (``fullfield``), or a fixed natural-like image (``image``: a dead-leaves image with its
-spatial mean removed, scaled to a largest value of 1; :data:`N_IMAGES` of them, since a
-receptive field on an edge or on mid-grey sees little of one image; the gain ratio is the median
-over the images that drive the cell, the filters and time course those of the image that drives
-it most), so that every frame keeps the mean luminance of the training data and local contrasts
-look like natural scenes; ``auto`` uses the
-image for models of spatial stimuli (a full field swinging the mean luminance by +-1 is far
-outside what a model of natural scenes or white noise saw) and the full field otherwise. Noise from ``seed``; every second
+field (``fullfield``), or fixed natural-like images (``image``: :data:`N_IMAGES` dead-leaves
+images, each with its spatial mean removed and scaled to a largest value of 1, each shown in
+its own run of the protocol), so that every frame keeps the mean luminance of the training data
+and local contrasts look like natural scenes. A receptive field on an edge or on mid-grey sees
+little of one image: a cell's gain ratio is the median over the images that drive it, its
+filters and time course those of the image that drives it most. ``auto`` uses the images for
+models of spatial stimuli (a full field swinging the mean luminance by +-1 is far outside what
+a model of natural scenes or white noise saw) and the full field otherwise. Noise (and images)
+from ``seed``; every second
 cycle repeats the previous one with the sign flipped (antithetic pairs), so the cycle average
 cancels the linear part of the stimulus-driven fluctuations and the adaptation time course
 stands out.
@@ -65,7 +66,7 @@ PARAMS = (
     Param("block", AUTO, "float", "s", "duration of each contrast block; auto = max(1 s, 3 x history)", low=0.0, high=600.0),
     Param("cycles", 20, "int", "", "high/low cycles, in sign-flipped pairs (averaged for the time course, pooled for the filters)", low=1, high=10000),
     Param("seed", 0, "int", "", "noise seed", low=0, high=2**31 - 1),
-    Param("pattern", "auto", "choice", "", "what the flicker modulates: fullfield, or image (a zero-mean natural-like image, so frames keep the mean luminance of training); auto = image for spatial models, fullfield otherwise", choices=("auto", "fullfield", "image")),
+    Param("pattern", "auto", "choice", "", "what the flicker modulates: fullfield, or image (zero-mean natural-like images, one run each, so frames keep the mean luminance of training; per cell the median gain ratio over the images that drive it); auto = image for spatial models, fullfield otherwise", choices=("auto", "fullfield", "image")),
     Param("min_sd", 0.5, "float", "Hz", "cells whose rate s.d. at high contrast is below this are unresponsive (no gain ratio)", low=0.0, high=1e6),
 )
 
@@ -88,7 +89,7 @@ def choose_pattern(requested: str, frame_shape: tuple[int, ...]) -> str:
     return requested
 
 
-#: images the ``image`` pattern tries; each cell is measured on the one that drives it most
+#: images of the ``image`` pattern; a cell's gain ratio is the median over those that drive it
 N_IMAGES = 3
 
 
@@ -244,7 +245,7 @@ def format_summary(result: dict[str, Any]) -> str:
     """One screen: gain ratio, filter peak lags and adaptation time constants per cell."""
     p = result["params"]
     mg = result["median_gain_ratio"]
-    what = "flicker of a zero-mean image" if result.get("pattern") == "image" else "full-field flicker"
+    what = f"flicker of {N_IMAGES} zero-mean images" if result.get("pattern") == "image" else "full-field flicker"
     lines = [f"Contrast adaptation: {what}, s.d. {p['low']:g} <-> {p['high']:g}, {result['block_frames']}-frame blocks x {result['cycles']} cycles; "
              f"gain reduced at high contrast (ratio < {1 - result['gain_tolerance']:g}) in {result['n_gain_reduced']}/{len(result['cells'])} cells (median ratio {'-' if mg is None else f'{mg:.2f}'})", "",
              f"{'cell':>6} {'gain hi/lo':>10} {'peak lag lo':>12} {'peak lag hi':>12} {'tau hi':>8} {'r2':>5} {'tau lo':>8} {'r2':>5} {'rate lo':>8} {'rate hi':>8}"]
