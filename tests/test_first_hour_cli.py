@@ -78,7 +78,10 @@ def test_ctrl_c_names_the_run_and_how_to_resume_and_a_rerun_finds_it(rec_path: P
     run = Path("runs") / "bn-cnn-tiny-1"
     log = tmp_path / run / "log.jsonl"
     args = ["fit", str(rec_path), *FAST, "--max-epochs", "100000", "--max-steps", "100000000", "--patience", "100000"]  # never ends by itself
-    proc = subprocess.Popen([*_retinakit(), *args], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell running the tests in the background (`... &`) ignores it,
+    # Python then installs no KeyboardInterrupt handler and Ctrl-C could never reach the fit
+    proc = subprocess.Popen([*_retinakit(), *args], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None and not (log.is_file() and log.read_text().count("\n") >= 2):
             time.sleep(0.1)
