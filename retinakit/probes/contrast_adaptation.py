@@ -174,8 +174,9 @@ def run(fitted: Any, params: dict[str, Any], out_dir: Path, progress: bool = Tru
     cells = []
     min_sd = float(params["min_sd"])
     for k, cid in enumerate(fitted.cell_ids):
-        f_lo, f_hi, g_lo, g_hi, sd_hi, responsive, norm = _cell_gain(x, rate[:, k], lo_bins, hi_bins, H, min_sd)
-        per_image = [_cell_gain(x, r[:, k], lo_bins, hi_bins, H, min_sd)[6]["alpha"] for r in rates] if len(rates) > 1 else [norm["alpha"]]
+        gains = [_cell_gain(x, r[:, k], lo_bins, hi_bins, H, min_sd) for r in rates]  # one per image (one for the full field)
+        f_lo, f_hi, g_lo, g_hi, sd_hi, responsive, norm = gains[int(image_of[k])]
+        per_image = [g[6]["alpha"] for g in gains]
         measured = [a for a in per_image if a is not None]
         fit_hi = fit_exponential((t_al[after_hi] - 1) * dt, aligned[after_hi, k], (dt, block * dt))
         fit_lo = fit_exponential((t_al[after_lo] - block - 1) * dt, aligned[after_lo, k], (dt, block * dt))

@@ -119,7 +119,7 @@ FLASH_TRAIN_RATES_HZ = (6.0, 20.0)
 FLASH_TRAIN_SPAN = 0.7
 
 
-def flash_train(image: np.ndarray, n_frames: int, rng: np.random.Generator, frame_rate: float) -> np.ndarray:
+def flashed_image_train(image: np.ndarray, n_frames: int, rng: np.random.Generator, frame_rate: float) -> np.ndarray:
     """``n_frames`` frames (uint8) of ``image`` flashed on mid-grey at a random rhythm, then mid-grey.
 
     The period is drawn uniformly over the whole-frame periods with a rate of
@@ -157,7 +157,7 @@ def natural_scenes(
     Gaussian random walk (``jitter_px_per_sqrt_s`` pixels of r.m.s. displacement after one
     second), reflected within +/-``jitter_max_px`` and rounded to whole pixels, like the fixational
     jitter of the published experiments. With ``flash_trains`` > 0 that fraction of the fixations
-    (at random) is instead the image flashed on mid-grey at a 6-20 Hz rhythm (:func:`flash_train`),
+    (at random) is instead the image flashed on mid-grey at a 6-20 Hz rhythm (:func:`flashed_image_train`),
     the only natural-scene segments that exercise rhythm-dependent responses such as the omitted
     stimulus response. ``flash_trains=0`` draws nothing extra (the movie is as before).
     """
@@ -172,7 +172,7 @@ def natural_scenes(
         img = dead_leaves((H + 2 * M, W + 2 * M), rng)
         n = min(hold, n_frames - i * hold)
         if flash_trains > 0 and rng.random() < flash_trains:
-            out[i * hold : i * hold + n] = flash_train(img[M : M + H, M : M + W], n, rng, frame_rate)
+            out[i * hold : i * hold + n] = flashed_image_train(img[M : M + H, M : M + W], n, rng, frame_rate)
             continue
         walk = np.cumsum(rng.standard_normal((n, 2)) * step_sd, axis=0)
         walk -= walk[0]  # each fixation starts centred
