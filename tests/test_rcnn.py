@@ -46,6 +46,23 @@ def test_build_and_spec_round_trip_and_full_field_channels() -> None:
         build_model("rnn", 6, (12, 12), 3)
 
 
+def test_the_cell_learns_faster_than_the_rest() -> None:
+    """Adam's groups: the recurrent cell's gates and state weights at CELL_LR_SCALE x the base rate,
+    every other parameter once at the base rate; a feed-forward CNN has one group."""
+    from retinakit.fitting.train import param_groups
+    from retinakit.models.rcnn import CELL_LR_SCALE
+
+    net = build_model("rcnn", 6, (12, 12), 3, filters=(4, 5), noise_std=0.05, frame_rate=50.0)
+    groups = param_groups(net, 2e-3)
+    assert [g["lr"] for g in groups] == [2e-3, pytest.approx(2e-3 * CELL_LR_SCALE)]
+    fast = {id(p) for p in groups[1]["params"]}
+    assert fast == {id(net.gate_in.weight), id(net.gate_in.bias), id(net.state_zv), id(net.state_omega)}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    cnn = build_model("bn-cnn", 6, (12, 12), 3, filters=(4, 5), noise_std=0.05)
+    (only,) = param_groups(cnn, 2e-3)
+    assert only["lr"] == 2e-3 and len(only["params"]) == len(list(cnn.parameters()))
+
+
 def test_causal_rows_depend_only_on_earlier_frames() -> None:
     net = _net()
     z = torch.randn(2, 60 + 6, 12, 12)

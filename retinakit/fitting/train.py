@@ -418,7 +418,11 @@ def load_training_checkpoint(path: Any, model: Any, opt: Any, sched: Any) -> tup
         model.load_state_dict(_strip(tensors, "model"))
     except RuntimeError as exc:
         raise CheckpointError(f"the checkpoint's weights do not fit the model ({str(exc).splitlines()[0]})", str(path), "resume with the options the run was started with") from exc
-    opt.load_state_dict(unpack(info["optimizer"], tensors))
+    try:
+        opt.load_state_dict(unpack(info["optimizer"], tensors))
+    except ValueError as exc:  # e.g. another number of parameter groups (an rcnn checkpoint from before its cell had its own rate)
+        raise CheckpointError(f"the checkpoint's optimiser state does not fit this retinakit's optimiser ({exc})", str(path),
+                              "start the fit again without --resume (the checkpoint was written by another retinakit version)") from exc
     sched.load_state_dict(info["scheduler"])
     if "rng/torch" in tensors:
         torch.set_rng_state(tensors["rng/torch"])
@@ -450,7 +454,7 @@ def train(
 
     model.to(device)
     amp = bool(cfg.mixed_precision and device.type == "cuda")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(param_groups(model, cfg.lr), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     saved_average: dict[str, torch.Tensor] | None = None
     if resume:
@@ -647,6 +651,19 @@ def init_output_level(model: Any, mean_counts: torch.Tensor) -> None:
     if isinstance(bn_out, torch.nn.BatchNorm1d) and bn_out.affine:
         with torch.no_grad():
             bn_out.bias.copy_(torch.log(torch.expm1(mean_counts.clamp_min(1e-4).float())))
+
+
+def param_groups(model: Any, lr: float) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the base learning rate ``lr`` (first group), and ``lr`` times the
+    model's own scale for the parameters it names in ``model.lr_scales()`` (name -> factor), if any."""
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    base = [p for n, p in model.named_parameters() if n not in scales]
+    groups: list[dict[str, Any]] = [{"params": base, "lr": float(lr)}]
+    for factor in sorted(set(scales.values())):
+        ps = [p for n, p in model.named_parameters() if scales.get(n) == factor]
+        if ps:
+            groups.append({"params": ps, "lr": float(lr) * float(factor)})
+    return groups
 
 
 def _move_optimizer(opt: Any, device: torch.device) -> None:
