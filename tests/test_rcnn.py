@@ -63,6 +63,24 @@ def test_the_cell_learns_faster_than_the_rest() -> None:
     assert only["lr"] == 2e-3 and len(only["params"]) == len(list(cnn.parameters()))
 
 
+def test_resuming_a_checkpoint_with_another_optimiser_layout_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
+    """A training checkpoint written when the whole rcnn was one Adam group (before the cell had its
+    own rate) does not fit today's two groups: a CheckpointError that says to start again."""
+    from retinakit.errors import CheckpointError
+    from retinakit.fitting.train import TrainState, load_training_checkpoint, param_groups, save_training_checkpoint
+
+    net = build_model("rcnn", 6, (12, 12), 3, filters=(4, 5), noise_std=0.05, frame_rate=50.0)
+    old = torch.optim.Adam(net.parameters(), lr=2e-3)
+    save_training_checkpoint(tmp_path / "checkpoint.pt", net, {}, old, torch.optim.lr_scheduler.ReduceLROnPlateau(old), TrainState(), {})
+    new = torch.optim.Adam(param_groups(net, 2e-3), lr=2e-3)
+    with pytest.raises(CheckpointError, match="optimiser state does not fit") as err:
+        load_training_checkpoint(tmp_path / "checkpoint.pt", net, new, torch.optim.lr_scheduler.ReduceLROnPlateau(new))
+    assert "without --resume" in str(err.value)
+    same = torch.optim.Adam(net.parameters(), lr=2e-3)  # the layout it was written with still loads
+    state, _, _ = load_training_checkpoint(tmp_path / "checkpoint.pt", net, same, torch.optim.lr_scheduler.ReduceLROnPlateau(same))
+    assert state.epoch == 0
+
+
 def test_causal_rows_depend_only_on_earlier_frames() -> None:
     net = _net()
     z = torch.randn(2, 60 + 6, 12, 12)
