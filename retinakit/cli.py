@@ -418,16 +418,19 @@ def compare_ln_cmd(data: Path | None, cnn_run: Path | None, ln_run: Path | None,
 @click.option("--test-seconds", type=float, default=20.0, show_default=True, help="Length of the repeated test segment.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives identical files.")
 @click.option("--frame-rate", type=float, default=100.0, show_default=True, help="Frames (= bins) per second.")
-@click.option("--flicker", type=click.Choice(["gaussian", "binary"]), default="gaussian", show_default=True, help="Full-field flicker statistics.")
+@click.option("--flicker", type=click.Choice(["gaussian", "binary", "contrast-steps"]), default="gaussian", show_default=True,
+              help="Full-field flicker statistics: Gaussian (s.d. 0.35), binary, or Gaussian whose s.d. steps to a new value (0.1-0.45) every 2-8 s.")
 @click.option("--cell-types", default=None, help="Cell mix, taken in turn: comma-separated types (default = the five standard ones; on-omitted-stimulus = an OSR cell). See data/SIMULATION.md.")
 @click.option("--with-osr", is_flag=True, help="Add omitted-stimulus-response cells to the default mix (same as --cell-types default,on-omitted-stimulus).")
 @click.option("--flash-trains", type=float, default=0.0, show_default=True, help="Natural scenes: fraction of fixations shown instead as the image flashed on grey at a 6-20 Hz rhythm (the stimulus that teaches a model rhythm-dependent responses such as the OSR).")
+@click.option("--slow-adaptation", type=float, default=0.0, show_default=True,
+              help="Give the retina slow contrast adaptation (time constant 3 s) of this strength relative to its fast one (e.g. 1; 0 = fast only). Shows under --flicker contrast-steps.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Recording to write [default: simulated-<stimulus>.h5].")
 @click.option("--export-spikes", type=click.Path(path_type=Path), default=None, help="Also write spike times (s) and frame times to this .npz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate_cmd(stimulus: str, minutes: float, n_cells: int, size: str, repeats: int, test_seconds: float, seed: int, frame_rate: float,
-                 flicker: str, cell_types: str | None, with_osr: bool, flash_trains: float, out: Path | None, export_spikes: Path | None, as_json: bool, quiet: bool) -> None:
+                 flicker: str, cell_types: str | None, with_osr: bool, flash_trains: float, slow_adaptation: float, out: Path | None, export_spikes: Path | None, as_json: bool, quiet: bool) -> None:
     """Simulate a recording from a model retina with known ground truth (ON/OFF,
     transient/sustained, subunit and linear cells; contrast adaptation; refractory Poisson spikes) and
     write it in retinakit's HDF5 layout with the true rate. See data/SIMULATION.md.
@@ -438,11 +441,12 @@ def simulate_cmd(stimulus: str, minutes: float, n_cells: int, size: str, repeats
       retinakit simulate --stimulus whitenoise --size 50 --cells 10 --out wn.h5
       retinakit simulate --stimulus fullfield --export-spikes spikes.npz
       retinakit simulate --with-osr --cells 12 --out osr_sim.h5       adds omitted-stimulus-response cells
+      retinakit simulate --stimulus fullfield --flicker contrast-steps --slow-adaptation 1   slow contrast adaptation
     """
     from .simulate.record import SimulationSpec, format_simulation_summary, parse_size, simulate_to_file, summarize_simulation
 
     spec = SimulationSpec(stimulus=stimulus, minutes=minutes, n_cells=n_cells, size=parse_size(size), n_repeats=repeats,
-                          test_seconds=test_seconds, frame_rate=frame_rate, seed=seed, flicker=flicker, flash_trains=flash_trains,
+                          test_seconds=test_seconds, frame_rate=frame_rate, seed=seed, flicker=flicker, flash_trains=flash_trains, slow_adaptation=slow_adaptation,
                           cell_types=tuple(t for t in (cell_types or "").split(",") if t.strip()) + (("default",) if with_osr and not cell_types else ()) + (("on-omitted-stimulus",) if with_osr else ()))
     target = out or Path(f"simulated-{stimulus}.h5")
     sim = simulate_to_file(spec, target, spikes_path=export_spikes, progress=_progress(quiet))
@@ -524,7 +528,7 @@ def check_cmd(run_path: Path, as_json: bool, out: Path | None, seed: int) -> Non
 
 
 @main.command("validate", short_help="Default CNN and LN on simulated retinas unlike the sample.")
-@click.option("--case", "cases", multiple=True, metavar="NAME", help="Run only this case (repeatable): fullfield-30hz, whitenoise-16, naturalscene-50 [default: all].")
+@click.option("--case", "cases", multiple=True, metavar="NAME", help="Run only this case (repeatable): fullfield-30hz, whitenoise-16, naturalscene-50, fullfield-steps [default: all].")
 @click.option("--quick", is_flag=True, help="Small versions of the cases and a small training budget: checks that the suite runs (for CI), not how good the defaults are.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/validate"), show_default=True, help="Folder for the recordings, fits and the table; finished fits are reused.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Training budget of every fit in optimiser steps [default: 4000; 150 with --quick].")
@@ -533,7 +537,8 @@ def check_cmd(run_path: Path, as_json: bool, out: Path | None, seed: int) -> Non
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def validate_cmd(cases: tuple[str, ...], quick: bool, out: Path, max_steps: int | None, models: str, as_json: bool, quiet: bool) -> None:
     """Simulate retinas that differ from the bundled sample (full-field flicker at 30 Hz with 233
-    cells, a 16x16 white-noise checkerboard, 50x50 natural scenes; other seeds and cell mixes), fit
+    cells, a 16x16 white-noise checkerboard, 50x50 natural scenes, full-field flicker with contrast
+    steps shown to a retina that also adapts over seconds; other seeds and cell mixes), fit
     the default CNN and LN on each, and print their r/ceiling next to the ground truth's, with the
     time taken, and the recurrent CNN (rcnn) against the CNN on the same cells and bins. Writes
     validate.json, validate.csv and validate.png into --out.

@@ -2,7 +2,8 @@
 
 ``retinakit validate`` simulates each case (:data:`CASES`: full-field flicker at 30 Hz with a
 population the size of a real MEA recording, a 16x16 white-noise checkerboard, 50x50 natural
-scenes; other seeds and cell mixes than the bundled sample), fits the default CNN and the
+scenes, and full-field flicker whose contrast steps every few seconds shown to a retina that also
+adapts slowly (seconds, beyond the CNN's window); other seeds and cell mixes than the bundled sample), fits the default CNN and the
 default LN on it with :func:`retinakit.pipeline.compare.compare_ln`, and reports per case:
 
 * the mean and median r/ceiling of each model over reliable cells, and on how many cells the
@@ -59,6 +60,11 @@ CASES: tuple[ValidationCase, ...] = (
     ValidationCase("naturalscene-50", "50x50 natural scenes at 100 Hz, 12 cells, 5 min, 10 repeats of 20 s",
                    dict(stimulus="naturalscene", size=(50, 50), frame_rate=100.0, minutes=5.0, n_cells=12, n_repeats=10, test_seconds=20.0, seed=103),
                    quick=dict(size=(24, 24), minutes=1.5, n_cells=6, test_seconds=10.0)),
+    ValidationCase("fullfield-steps", "full-field Gaussian flicker at 100 Hz whose contrast steps every 2-8 s, a retina with slow "
+                   "contrast adaptation (3 s) besides the fast one, 40 cells, 10 min, 10 repeats of 20 s",
+                   dict(stimulus="fullfield", flicker="contrast-steps", slow_adaptation=1.0, frame_rate=100.0, minutes=10.0, n_cells=40, n_repeats=10,
+                        test_seconds=20.0, seed=104),
+                   quick=dict(minutes=2.0, n_cells=10)),
 )
 
 QUICK_FIT = {"max_steps": 150}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class SimulationSpec:
     gap_s: float = 2.0  # time between segments on the session clock
     cell_types: tuple[str, ...] = ()  # cell mix, taken in turn (see resolve_cell_types); () = the five standard types
     flash_trains: float = 0.0  # natural scenes only: fraction of fixations shown as 6-20 Hz flash trains of the image
+    slow_adaptation: float = 0.0  # strength of the retina's slow contrast adaptation relative to its fast one (0 = none; RetinaParams.slow_adaptation)
 
     def validate(self) -> "SimulationSpec":
         """Check every field; raise :class:`~retinakit.errors.ConfigError` naming the bad one."""
@@ -74,6 +75,8 @@ class SimulationSpec:
             raise ConfigError(f"the fraction of flash-train fixations must be within 0..1, got {self.flash_trains}", "--flash-trains", "e.g. --flash-trains 0.3")
         if self.flash_trains > 0 and self.stimulus != "naturalscene":
             raise ConfigError(f"flash trains are fixations of natural scenes, not of '{self.stimulus}'", "--flash-trains", "use --stimulus naturalscene or leave --flash-trains out")
+        if not (np.isfinite(self.slow_adaptation) and 0.0 <= self.slow_adaptation <= 10.0):
+            raise ConfigError(f"the slow adaptation strength must be within 0..10, got {self.slow_adaptation}", "--slow-adaptation", "e.g. --slow-adaptation 1")
         return self
 
     @property
@@ -96,6 +99,8 @@ class SimulationSpec:
             del d["cell_types"]  # the default mix is not written, so default files stay as they were
         if not self.flash_trains:
             del d["flash_trains"]  # likewise
+        if not self.slow_adaptation:
+            del d["slow_adaptation"]  # likewise
         return d
 
 
@@ -132,6 +137,15 @@ def _to_seconds(spike_bins: list[np.ndarray], frame_times: np.ndarray, dt: float
     return out
 
 
+def retina_params_json(params: RetinaParams) -> dict[str, Any]:
+    """The retina's parameters for the provenance; the slow adaptation's only when it is on, so files
+    simulated without it stay as they were."""
+    d = asdict(params)
+    if not params.slow_adaptation:
+        del d["slow_adaptation"], d["slow_adapt_tau_s"]
+    return d
+
+
 def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: RetinaParams | None = None) -> Simulation:
     """Simulate a recording for ``spec`` (deterministic for ``spec.seed``).
 
@@ -144,6 +158,8 @@ def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: 
     spec = (spec or SimulationSpec()).validate()
     dt = 1.0 / spec.frame_rate
     shape = spec.frame_shape
+    if spec.slow_adaptation:
+        params = replace(params or RetinaParams(), slow_adaptation=float(spec.slow_adaptation))
     retina = Retina.build(shape, int(spec.n_cells), seed=int(spec.seed), frame_rate=spec.frame_rate, params=params, types=spec.types)
     n_train = int(round(spec.minutes * 60.0 * spec.frame_rate))
     n_test = int(round(spec.test_seconds * spec.frame_rate))
@@ -204,7 +220,7 @@ def simulate(spec: SimulationSpec | None = None, progress: bool = True, params: 
         "generator": "retinakit.simulate",
         "simulator_version": SIMULATOR_VERSION,
         "spec": spec.to_json(),
-        "retina_params": asdict(retina.params),
+        "retina_params": retina_params_json(retina.params),
         "cells": retina.ground_truth(),
         "output_nonlinearity": retina.output.to_json() if retina.output else None,
         "train_block_starts": [int(v) for v in starts],

@@ -13,7 +13,11 @@ lattice of bipolar units that feed its contrast estimate. The stimulus (as contr
 3. contrast adaptation: the local contrast ``sigma(t)``, the square root of an exponential
    running mean (``adapt_tau_s``) of the pooled squared bipolar signals (Gaussian pool of
    ``adapt_pool_sd`` receptive-field s.d.), divides the bipolar signals by ``1 + a sigma(t)``
-   and raises the subunit threshold to ``subunit_threshold_adaptive`` adapted s.d.;
+   and raises the subunit threshold to ``subunit_threshold_adaptive`` adapted s.d.; optionally
+   (``slow_adaptation`` > 0, off by default) a second, slow estimate ``sigma_s(t)`` of the same
+   energy (time constant ``slow_adapt_tau_s``, seconds) adds ``slow_adaptation * a * sigma_s(t)``
+   to that divisor: the slow component of contrast adaptation (Baccus and Meister 2002), whose
+   gain keeps changing for seconds after a contrast switch;
 4. the pathway: ON subunits keep the sign, OFF subunits flip it; *nonlinear* cell types
    rectify each subunit above that threshold (ON-OFF cells add rectified ON and OFF subunits)
    before the ganglion cell pools them with Gaussian weights (nonlinear spatial summation,
@@ -188,6 +192,8 @@ class RetinaParams:
     subunit_threshold: float = 0.0  # subunit rectification threshold, in units of 1 / adaptation
     subunit_threshold_adaptive: float = 1.0  # plus this many current (adapted) s.d. of the bipolar signal
     adapt_tau_s: float = 0.06  # time constant of the local contrast estimate
+    slow_adaptation: float = 0.0  # strength of the slow contrast adaptation, relative to the fast one's a (0 = none)
+    slow_adapt_tau_s: float = 3.0  # time constant of the slow contrast estimate
     adapt_pool_sd: float = 1.5  # the contrast estimate pools bipolar units over this many rf_sigma (s.d.)
     adapt_pool_spacing_px: float = 2.5  # lattice spacing of the units feeding the contrast estimate
     output_threshold_sd: float = 1.0  # output threshold above the generator mean, in s.d.
@@ -483,11 +489,15 @@ class Retina:
         energy = (x * x) @ self._pool_w  # (T, n_cells) pooled squared bipolar signal
         sigma = np.sqrt(np.maximum(_ema(energy.astype(np.float64), self.params.adapt_tau_s * self.frame_rate), 0.0))
         a = np.array([c.type.adaptation for c in self.cells])
-        gain = (1.0 / (1.0 + a[None, :] * sigma)).astype(np.float32)
+        divisor = 1.0 + a[None, :] * sigma
+        if self.params.slow_adaptation > 0:
+            sigma_slow = np.sqrt(np.maximum(_ema(energy.astype(np.float64), self.params.slow_adapt_tau_s * self.frame_rate), 0.0))
+            divisor = divisor + self.params.slow_adaptation * a[None, :] * sigma_slow
+        gain = (1.0 / divisor).astype(np.float32)
         return gain, sigma
 
     def contrast_gain(self, stimulus: np.ndarray) -> np.ndarray:
-        """The contrast-adaptation gain ``1 / (1 + a sigma(t))`` of every cell, ``(T, n_cells)``: the ground
+        """The contrast-adaptation gain ``1 / (1 + a sigma(t) [+ slow part])`` of every cell, ``(T, n_cells)``: the ground
         truth for contrast-adaptation probes (the bipolar signals are divided by ``1 / gain``)."""
         return self._adaptation(self.bipolar(stimulus))[0]
 

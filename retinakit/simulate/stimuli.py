@@ -26,7 +26,10 @@ import numpy as np
 from ..errors import ConfigError
 
 STIMULI = ("whitenoise", "naturalscene", "fullfield")
-FLICKERS = ("gaussian", "binary")
+FLICKERS = ("gaussian", "binary", "contrast-steps")
+#: contrast-steps flicker: each step lasts a uniform 2-8 s, its s.d. log-uniform in this range
+STEP_SECONDS = (2.0, 8.0)
+STEP_CONTRASTS = (0.1, 0.45)
 MID_GREY = 127.5
 
 
@@ -51,15 +54,26 @@ def white_noise(n_frames: int, shape: tuple[int, int], rng: np.random.Generator)
     return (2 * bits - 1).astype(np.int8)
 
 
-def fullfield_flicker(n_frames: int, rng: np.random.Generator, flicker: str = "gaussian", contrast: float = 0.35) -> np.ndarray:
+def fullfield_flicker(n_frames: int, rng: np.random.Generator, flicker: str = "gaussian", contrast: float = 0.35, frame_rate: float = 100.0) -> np.ndarray:
     """Full-field flicker, ``(n_frames,)``.
 
     ``gaussian``: float16 contrast values with standard deviation ``contrast`` (clipped to +/-1);
-    ``binary``: int8 in {-1, +1} (100 % contrast).
+    ``binary``: int8 in {-1, +1} (100 % contrast); ``contrast-steps``: Gaussian flicker whose
+    standard deviation steps to a new value every :data:`STEP_SECONDS` (uniform, at ``frame_rate``),
+    log-uniform in :data:`STEP_CONTRASTS`: the stimulus that shows slow contrast adaptation.
     """
     if flicker == "gaussian":
         x = np.clip(rng.standard_normal(int(n_frames)) * float(contrast), -1.0, 1.0)
         return x.astype(np.float16)
+    if flicker == "contrast-steps":
+        sd = np.empty(int(n_frames))
+        t = 0
+        lo, hi = np.log(STEP_CONTRASTS[0]), np.log(STEP_CONTRASTS[1])
+        while t < sd.size:
+            n = max(1, int(round(rng.uniform(*STEP_SECONDS) * float(frame_rate))))
+            sd[t : t + n] = np.exp(rng.uniform(lo, hi))
+            t += n
+        return np.clip(rng.standard_normal(sd.size) * sd, -1.0, 1.0).astype(np.float16)
     if flicker == "binary":
         return (2 * rng.integers(0, 2, size=int(n_frames), dtype=np.int8) - 1).astype(np.int8)
     raise ConfigError(f"unknown full-field flicker '{flicker}'", fix=f"use one of {', '.join(FLICKERS)}")
@@ -229,5 +243,5 @@ def make_stimulus(
     if kind == "naturalscene":
         return natural_scenes(n_frames, shape, rng, frame_rate=frame_rate, **options)
     if kind == "fullfield":
-        return fullfield_flicker(n_frames, rng, flicker=flicker, **options)
+        return fullfield_flicker(n_frames, rng, flicker=flicker, frame_rate=frame_rate, **options)
     raise ConfigError(f"unknown stimulus '{kind}'", fix=f"use one of {', '.join(STIMULI)}")
