@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from conftest import make_recording
 from retinakit.cli import main
 from retinakit.errors import RetinakitError
-from retinakit.io import load_recording, save_recording
+from retinakit.io import load_recording
 from retinakit.recording import Recording
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -394,9 +394,9 @@ def fit_ln_revcorr(data: Any, method: str = "sta", rank: int = 1, crop: int | No
     if method == "ridge" and rank != 1:
         raise ConfigError("ln_method 'ridge' fits a rank-1 (space x time) filter", "ln_rank", "use ln_rank 1, or ln_method sta / gd for a full filter")
     prep = _prepare(data)
-    h, z4, y, fit, val, (H, W) = prep["h"], prep["z4"], prep["y"], prep["fit"], prep["val"], prep["hw"]
+    h, y, fit, (H, W) = prep["h"], prep["y"], prep["fit"], prep["hw"]
     n = y.shape[1]
-    sta, centres = prep["sta"], prep["centres"]
+    centres = prep["centres"]
     sides = _crop_sides(method, crop, (H, W))
     folds = crossfit_folds(fit, h)
     sta_folds = [cross_covariance(prep["z"], y, f, h) for f in folds]

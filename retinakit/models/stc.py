@@ -201,7 +201,7 @@ def _stc_sides(side1: int, hw: tuple[int, int]) -> list[int]:
 def _filtered_energy(prep: dict[str, Any]) -> np.ndarray:
     """Every pixel filtered by the cells' common temporal profile, squared, ``(T, H*W)``; row ``t``
     uses frames before bin ``t``. (Squared raw frames would be constant for binary white noise.)"""
-    h, sta = prep["h"], prep["sta"]
+    sta = prep["sta"]
     n, _, P = sta.shape
     peaks = np.stack([sta[c][:, int(np.argmax((sta[c] ** 2).sum(axis=0)))] for c in range(n)])  # (n, h)
     with _one_thread():

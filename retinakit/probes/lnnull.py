@@ -16,7 +16,6 @@ LN model whatever its nonlinearity.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
