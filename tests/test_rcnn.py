@@ -47,9 +47,8 @@ def test_build_and_spec_round_trip_and_full_field_channels() -> None:
 
 
 def test_the_cell_learns_faster_than_the_rest() -> None:
-    """Adam's groups: the recurrent cell's time constants and gains (gate biases, Omega) at
-    CELL_LR_SCALE x the base rate, every other parameter (the cell's weights included) once at the
-    base rate; a feed-forward CNN has one group."""
+    """Adam's groups: the recurrent cell's gates and state weights at CELL_LR_SCALE x the base rate,
+    every other parameter once at the base rate; a feed-forward CNN has one group."""
     from retinakit.fitting.train import param_groups
     from retinakit.models.rcnn import CELL_LR_SCALE
 
@@ -57,7 +56,7 @@ def test_the_cell_learns_faster_than_the_rest() -> None:
     groups = param_groups(net, 2e-3)
     assert [g["lr"] for g in groups] == [2e-3, pytest.approx(2e-3 * CELL_LR_SCALE)]
     fast = {id(p) for p in groups[1]["params"]}
-    assert fast == {id(net.gate_in.bias), id(net.state_omega)}
+    assert fast == {id(net.gate_in.weight), id(net.gate_in.bias), id(net.state_zv), id(net.state_omega)}
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     cnn = build_model("bn-cnn", 6, (12, 12), 3, filters=(4, 5), noise_std=0.05)
     (only,) = param_groups(cnn, 2e-3)
@@ -217,6 +216,24 @@ def test_fit_checks_and_checkpoint(rcnn_run) -> None:  # noqa: ANN001
     assert again["passed"]
     pred = fm.predict(rec.test.stimulus)
     assert np.all(np.isnan(pred[:6])) and np.all(np.isfinite(pred[6:])) and np.all(pred[6:] >= 0)
+
+
+def test_the_cells_faster_rate_is_reached_by_a_ramp(rcnn_run) -> None:  # noqa: ANN001
+    """The cell's rate rises linearly from the base rate to CELL_LR_SCALE x it over the first
+    CELL_LR_WARMUP_STEPS steps; the fit's checkpoint holds the rate of its last step."""
+    from retinakit.fitting.train import load_training_checkpoint, param_groups, warmed_lr
+    from retinakit.models.rcnn import CELL_LR_SCALE, CELL_LR_WARMUP_STEPS
+
+    assert warmed_lr(1e-3, 10.0, 0, 100) == pytest.approx(1e-3)
+    assert warmed_lr(1e-3, 10.0, 50, 100) == pytest.approx(5.5e-3)
+    assert warmed_lr(1e-3, 10.0, 100, 100) == pytest.approx(1e-2) == warmed_lr(1e-3, 10.0, 5000, 100) == warmed_lr(1e-3, 10.0, 0, 0)
+    run = rcnn_run[1][0]
+    net = load_run(run).model
+    opt = torch.optim.Adam(param_groups(net, 2e-3), lr=2e-3)
+    state, _, _ = load_training_checkpoint(run / "checkpoint.pt", net, opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt))
+    base, cell = (g["lr"] for g in opt.param_groups)
+    assert state.steps > 1 and cell == pytest.approx(warmed_lr(base, CELL_LR_SCALE, state.steps - 1, CELL_LR_WARMUP_STEPS))
+    assert base < cell <= base * CELL_LR_SCALE
 
 
 def test_interrupted_rcnn_fit_resumes_and_matches(tmp_path) -> None:  # noqa: ANN001

@@ -455,6 +455,7 @@ def train(
     model.to(device)
     amp = bool(cfg.mixed_precision and device.type == "cuda")
     opt = torch.optim.Adam(param_groups(model, cfg.lr), lr=cfg.lr)
+    scales, warmup = group_scales(model), int(getattr(model, "lr_warmup_steps", 0))
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     saved_average: dict[str, torch.Tensor] | None = None
     if resume:
@@ -562,6 +563,8 @@ def train(
                 reg = reg + cfg.l1 * activity_l1(pred, w)
             opt.zero_grad(set_to_none=True)
             (loss + reg).backward()
+            for g, f in zip(opt.param_groups[1:], scales[1:]):  # faster groups: the base rate (as the scheduler set it) times their warmed-up factor
+                g["lr"] = warmed_lr(opt.param_groups[0]["lr"], f, state.steps, warmup)
             opt.step()
             state.steps += 1
             if average is not None:
@@ -653,17 +656,29 @@ def init_output_level(model: Any, mean_counts: torch.Tensor) -> None:
             bn_out.bias.copy_(torch.log(torch.expm1(mean_counts.clamp_min(1e-4).float())))
 
 
+def group_scales(model: Any) -> list[float]:
+    """The learning-rate factor of each of :func:`param_groups`'s groups, in order (1 for the first)."""
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    names = {n for n, _ in model.named_parameters()}
+    return [1.0] + [float(f) for f in sorted(set(scales.values())) if any(n in names for n, v in scales.items() if v == f)]
+
+
 def param_groups(model: Any, lr: float) -> list[dict[str, Any]]:
     """Adam's parameter groups: the base learning rate ``lr`` (first group), and ``lr`` times the
-    model's own scale for the parameters it names in ``model.lr_scales()`` (name -> factor), if any."""
+    model's own scale for the parameters it names in ``model.lr_scales()`` (name -> factor), if any
+    (reached after a warm-up, see :func:`warmed_lr`)."""
     scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
-    base = [p for n, p in model.named_parameters() if n not in scales]
-    groups: list[dict[str, Any]] = [{"params": base, "lr": float(lr)}]
-    for factor in sorted(set(scales.values())):
-        ps = [p for n, p in model.named_parameters() if scales.get(n) == factor]
-        if ps:
-            groups.append({"params": ps, "lr": float(lr) * float(factor)})
+    groups: list[dict[str, Any]] = [{"params": [p for n, p in model.named_parameters() if n not in scales], "lr": float(lr)}]
+    for factor in group_scales(model)[1:]:
+        groups.append({"params": [p for n, p in model.named_parameters() if scales.get(n) == factor], "lr": float(lr) * factor})
     return groups
+
+
+def warmed_lr(base_lr: float, scale: float, step: int, warmup_steps: int) -> float:
+    """The learning rate of a group with factor ``scale`` at optimiser step ``step`` (from 0): it rises
+    linearly from ``base_lr`` to ``scale * base_lr`` over the first ``warmup_steps`` steps."""
+    ramp = 1.0 if warmup_steps <= 0 else min(1.0, step / float(warmup_steps))
+    return float(base_lr) * (1.0 + (float(scale) - 1.0) * ramp)
 
 
 def _move_optimizer(opt: Any, device: torch.device) -> None:

@@ -46,13 +46,13 @@ Training (:mod:`retinakit.fitting.train`) uses chunks of ``burn_in + chunk_len``
 each started from the state the model had at that point of the movie in the last pass over it;
 the first ``burn_in`` bins (default :data:`BURN_IN_S`) bring that state up to date with the
 current weights, the loss is taken on the last ``chunk_len``; gradients flow through the whole
-chunk (truncated backpropagation through time). The cell's time constants and gains (its gates'
-biases ``b_z``, ``b_c`` and ``Omega``) learn at :data:`CELL_LR_SCALE` times the base learning
-rate (:meth:`RCNN.lr_scales`): at the base rate seven of its eight time constants stayed within
-16 % of their initial values on the validation suite's natural scenes. Its weights (``W_z``,
-``W_c``, ``U_z``, ``V``) stay at the base rate: at the faster rate they silenced the model (a
-constant prediction) within ten steps of a two-minute recording. Predictions on a test segment
-are one long pass per block.
+chunk (truncated backpropagation through time). The cell's own parameters (its gates' input
+weights and biases, ``U_z``, ``V``, ``Omega``) learn at :data:`CELL_LR_SCALE` times the base
+learning rate (:meth:`RCNN.lr_scales`), reached by a linear ramp over the first
+:data:`CELL_LR_WARMUP_STEPS` optimiser steps: at the base rate seven of its eight time constants
+stayed within 16 % of their initial values on the validation suite's natural scenes; at the
+faster rate from the first step, fits of short recordings often collapsed to a constant
+prediction within a few epochs. Predictions on a test segment are one long pass per block.
 
 :meth:`RCNN.forward` on independent windows is the response from the resting state (one step
 of the cell; with a zero state, as in a new model, the bypass network, i.e. the batch-norm
@@ -78,10 +78,12 @@ BURN_IN_S = 0.5
 INIT_GAIN = 0.3
 #: recurrent kernel side (1: the state at each position is mixed across channels; the spatial pooling comes from the front end)
 RECURRENT_KERNEL = 1
-#: learning rate of the recurrent cell's time constants and gains (the gates' biases and ``Omega``) relative to
-#: the rest: at the base rate they hardly moved from their initial values; the cell's weights (``W``, ``U_z``,
-#: ``V``) stay at the base rate, because at this rate they silenced the model within ten steps on short recordings
+#: learning rate of the recurrent cell's own parameters (gates, state weights) relative to the rest (at the base
+#: rate its time constants hardly moved from their initial values)
 CELL_LR_SCALE = 10.0
+#: optimiser steps over which the cell's rate rises linearly from the base rate to CELL_LR_SCALE times it (without
+#: the ramp, fits of short recordings often collapsed to a constant prediction within their first epochs)
+CELL_LR_WARMUP_STEPS = 100
 #: frame rate assumed when none is given (Hz), for the time constants and the burn-in only
 DEFAULT_FRAME_RATE = 100.0
 
@@ -90,6 +92,7 @@ class RCNN(nn.Module):
     """McIntosh front end, a gated bypass recurrent layer, a readout (see module docstring)."""
 
     recurrent = True  # forward_chunks runs in time order and carries a state
+    lr_warmup_steps = CELL_LR_WARMUP_STEPS  # the cell's faster learning rate is reached over these many steps
     accepts_rows = True  # forward_chunks takes a mask of real rows (batch norm over them; the state resets at the others)
 
     def __init__(
@@ -343,9 +346,8 @@ class RCNN(nn.Module):
         return torch.stack(prev, dim=1).permute(0, 1, 4, 2, 3), sc.permute(0, 3, 1, 2).contiguous()
 
     def lr_scales(self) -> dict[str, float]:
-        """Learning-rate factors by parameter name (see :func:`retinakit.fitting.train.param_groups`): the
-        cell's time constants and gains (the gates' biases ``b_z``, ``b_c`` and ``Omega``)."""
-        return {n: CELL_LR_SCALE for n, _ in self.named_parameters() if n in ("gate_in.bias", "state_omega")}
+        """Learning-rate factors by parameter name (see :func:`retinakit.fitting.train.param_groups`): the cell's gates and state weights."""
+        return {n: CELL_LR_SCALE for n, _ in self.named_parameters() if n.startswith(("gate_in.", "state_zv", "state_omega"))}
 
     def weight_l2(self) -> torch.Tensor:
         """Sum of squared weights (convolutions, recurrent kernels and dense; not biases or BN)."""
