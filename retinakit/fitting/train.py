@@ -658,9 +658,8 @@ def init_output_level(model: Any, mean_counts: torch.Tensor) -> None:
 
 def group_scales(model: Any) -> list[float]:
     """The learning-rate factor of each of :func:`param_groups`'s groups, in order (1 for the first)."""
-    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
-    names = {n for n, _ in model.named_parameters()}
-    return [1.0] + [float(f) for f in sorted(set(scales.values())) if any(n in names for n, v in scales.items() if v == f)]
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}  # names of the model's own parameters
+    return [1.0] + sorted({float(f) for f in scales.values()})
 
 
 def param_groups(model: Any, lr: float) -> list[dict[str, Any]]:
